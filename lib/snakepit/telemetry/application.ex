@@ -1,0 +1,10 @@
+defmodule Snakepit.Telemetry.Application do
+  @moduledoc false
+  use Application
+
+  @impl true
+  def start(_type, _args) do
+    Snakepit.Telemetry.PythonCapture.init_counters()
+    Supervisor.start_link([], strategy: :one_for_one, name: Snakepit.Telemetry.Supervisor)
+  end
+end

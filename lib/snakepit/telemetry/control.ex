@@ -1,0 +1,105 @@
+defmodule Snakepit.Telemetry.Control do
+  @moduledoc """
+  Builds the control messages Elixir sends to a worker's telemetry stream
+  (the wire's `TelemetryControl` oneof): toggle, sampling, filter.
+
+  Each builder validates its input and returns `{:ok, control}` or
+  `{:error, reason}`; nothing here raises on bad input.
+
+  Patterns are globs over Python event names (`"python.*"`,
+  `"tool.execution.?top"`): 1 to 128 bytes of letters, digits and `_ . - * ?`,
+  at most 64 per list.
+  """
+
+  @max_patterns 64
+  @max_pattern_bytes 128
+  @pattern ~r/\A[A-Za-z0-9_.*?-]+\z/
+
+  @type pattern :: String.t()
+  @type t ::
+          {:toggle, boolean}
+          | {:sampling, float, [pattern]}
+          | {:filter, [pattern], [pattern]}
+  @type reason ::
+          {:invalid_enabled, term}
+          | {:invalid_rate, term}
+          | {:invalid_pattern, term}
+          | {:invalid_patterns, term}
+          | {:invalid_option, term}
+
+  @doc """
+  Turns a worker's telemetry on or off.
+
+      iex> Snakepit.Telemetry.Control.toggle(false)
+      {:ok, {:toggle, false}}
+      iex> Snakepit.Telemetry.Control.toggle("yes")
+      {:error, {:invalid_enabled, "yes"}}
+  """
+  @spec toggle(term) :: {:ok, t} | {:error, reason}
+  def toggle(enabled) when is_boolean(enabled), do: {:ok, {:toggle, enabled}}
+  def toggle(other), do: {:error, {:invalid_enabled, other}}
+
+  @doc """
+  Sets the sampling rate (0.0 to 1.0), for all events or only those matching
+  `patterns`.
+
+      iex> Snakepit.Telemetry.Control.sampling(0.25, ["python.call.*"])
+      {:ok, {:sampling, 0.25, ["python.call.*"]}}
+      iex> Snakepit.Telemetry.Control.sampling(1.5)
+      {:error, {:invalid_rate, 1.5}}
+  """
+  @spec sampling(term, term) :: {:ok, t} | {:error, reason}
+  def sampling(rate, patterns \\ [])
+
+  def sampling(rate, patterns) when is_number(rate) and rate >= 0 and rate <= 1 do
+    with {:ok, patterns} <- patterns(patterns), do: {:ok, {:sampling, rate / 1, patterns}}
+  end
+
+  def sampling(rate, _patterns), do: {:error, {:invalid_rate, rate}}
+
+  @doc """
+  Sets allow and deny globs; an event passes when it matches an allow pattern
+  (or the allow list is empty) and no deny pattern. Deny wins.
+
+  ## Options
+
+    * `:allow` - list of globs (default `[]`: allow everything)
+    * `:deny` - list of globs (default `[]`)
+
+      iex> Snakepit.Telemetry.Control.filter(allow: ["python.*"], deny: ["python.gc.*"])
+      {:ok, {:filter, ["python.*"], ["python.gc.*"]}}
+  """
+  @spec filter(term) :: {:ok, t} | {:error, reason}
+  def filter(opts) when is_list(opts) do
+    with :ok <- known_options(opts),
+         {:ok, allow} <- patterns(Keyword.get(opts, :allow, [])),
+         {:ok, deny} <- patterns(Keyword.get(opts, :deny, [])) do
+      {:ok, {:filter, allow, deny}}
+    end
+  end
+
+  def filter(other), do: {:error, {:invalid_option, other}}
+
+  defp known_options(opts) do
+    case Enum.find(opts, &(not match?({k, _} when k in [:allow, :deny], &1))) do
+      nil -> :ok
+      bad -> {:error, {:invalid_option, bad}}
+    end
+  end
+
+  @doc "Validates a list of glob patterns."
+  @spec patterns(term) :: {:ok, [pattern]} | {:error, reason}
+  def patterns(list) when is_list(list) and length(list) <= @max_patterns do
+    case Enum.find(list, &(not valid_pattern?(&1))) do
+      nil -> {:ok, list}
+      bad -> {:error, {:invalid_pattern, bad}}
+    end
+  end
+
+  def patterns(other), do: {:error, {:invalid_patterns, other}}
+
+  defp valid_pattern?(p) when is_binary(p) and byte_size(p) <= @max_pattern_bytes,
+    do: Regex.match?(@pattern, p)
+
+  defp valid_pattern?(_), do: false
+end

@@ -1,0 +1,185 @@
+defmodule Snakepit.Telemetry.PythonCapture do
+  @moduledoc """
+  The stderr fallback: turns a Python worker's output lines into telemetry.
+
+  A worker using the stderr backend (`PYTHON_SNAKEPIT_TELEMETRY=stderr`)
+  writes one `TELEMETRY:{json}` line per event. Each such line is parsed and
+  validated in Rust (`serde_json`, the same validation as the gRPC path) and
+  becomes a `:telemetry.execute/3` call, with metadata enriched by the
+  worker's context (`node`, `worker_id`, `pool_name`, `python_pid`, ...).
+  Other lines go to `Logger`, tagged with the worker id. Malformed telemetry
+  lines are counted by reason (see `stats/0`) and logged at debug level; they
+  never crash anything.
+
+  Use `handle_line/2` from a process that already reads a worker's output,
+  or `start_link/1` to run a Python program and capture its output.
+  """
+
+  use GenServer
+  require Logger
+
+  alias Snakepit.Telemetry.{Catalog, Native, SafeMetadata}
+
+  @max_line Catalog.limits().max_stderr_line_bytes
+  # Counter slots: events, log lines, then one per rejection reason.
+  @reasons [
+    :unknown_event,
+    :event_name_too_long,
+    :too_many_measurements,
+    :too_many_metadata,
+    :invalid_key,
+    :invalid_measurement,
+    :invalid_metadata,
+    :correlation_id_too_long,
+    :line_too_long,
+    :invalid_json,
+    :invalid_payload
+  ]
+  @slots [:events, :log_lines | @reasons]
+  @counters_key {__MODULE__, :counters}
+
+  @type verdict :: :event | :log | {:malformed, atom}
+
+  ## Line handling
+
+  @doc """
+  Handles one output line of a worker (without its line ending).
+
+  Returns `:event` when it emitted a telemetry event, `:log` when the line
+  went to Logger, `{:malformed, reason}` when a telemetry line was rejected.
+  """
+  @spec handle_line(binary, SafeMetadata.context() | keyword) :: verdict
+  def handle_line(line, context) when is_binary(line) do
+    case Native.stderr_parse_line(line) do
+      {:ok, event, measurements, metadata} ->
+        :telemetry.execute(event, measurements, SafeMetadata.enrich(metadata, context))
+        bump(:events)
+        :event
+
+      :not_telemetry ->
+        Logger.info(printable(line), worker_id: Map.new(context)[:worker_id], python: true)
+        bump(:log_lines)
+        :log
+
+      {:error, {reason, message}} ->
+        Logger.debug(fn -> "dropped malformed telemetry line (#{reason}): #{message}" end)
+        bump(reason)
+        {:malformed, reason}
+    end
+  end
+
+  # Logger formatters expect UTF-8; a worker may write anything.
+  defp printable(line), do: if(String.valid?(line), do: line, else: inspect(line))
+
+  @doc """
+  Counts since the application started:
+  `%{events: n, log_lines: n, malformed: n, malformed_by_reason: %{reason => n}}`.
+  """
+  @spec stats() :: map
+  def stats do
+    ref = counters()
+
+    by_slot =
+      for {slot, i} <- Enum.with_index(@slots, 1), into: %{}, do: {slot, :counters.get(ref, i)}
+
+    by_reason = Map.take(by_slot, @reasons) |> Map.reject(fn {_, n} -> n == 0 end)
+
+    %{
+      events: by_slot.events,
+      log_lines: by_slot.log_lines,
+      malformed: by_reason |> Map.values() |> Enum.sum(),
+      malformed_by_reason: by_reason
+    }
+  end
+
+  @doc false
+  def init_counters do
+    :persistent_term.put(@counters_key, :counters.new(length(@slots), [:write_concurrency]))
+  end
+
+  defp counters do
+    case :persistent_term.get(@counters_key, nil) do
+      nil ->
+        init_counters()
+        :persistent_term.get(@counters_key)
+
+      ref ->
+        ref
+    end
+  end
+
+  for {slot, i} <- Enum.with_index(@slots, 1) do
+    defp bump(unquote(slot)), do: :counters.add(counters(), unquote(i), 1)
+  end
+
+  ## A captured Python program
+
+  @doc """
+  Runs a program (normally Python) and handles every line it writes to stdout
+  or stderr with `handle_line/2`.
+
+  ## Options
+
+    * `:executable` - path of the program (required)
+    * `:args` - arguments (default `[]`)
+    * `:env` - extra environment, `[{"NAME", "value"}]` (default `[]`)
+    * `:context` - worker context for enrichment, e.g.
+      `%{worker_id: "w1", pool_name: :default}`; `python_pid` is filled in
+    * `:notify` - a pid sent `{:python_capture_exit, capture_pid, exit_status}`
+      when the program exits (the capture then stops normally)
+  """
+  def start_link(opts), do: GenServer.start_link(__MODULE__, opts)
+
+  @impl true
+  def init(opts) do
+    exe = Keyword.fetch!(opts, :executable)
+    env = for {k, v} <- Keyword.get(opts, :env, []), do: {to_charlist(k), to_charlist(v)}
+
+    port =
+      Port.open({:spawn_executable, exe}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        {:line, @max_line},
+        args: Keyword.get(opts, :args, []),
+        env: env
+      ])
+
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    context = opts |> Keyword.get(:context, %{}) |> Map.new() |> Map.put(:python_pid, os_pid)
+    {:ok, %{port: port, context: context, notify: opts[:notify], partial: [], size: 0}}
+  end
+
+  @impl true
+  def handle_info({port, {:data, {:eol, chunk}}}, %{port: port} = s) do
+    if s.size + byte_size(chunk) > @max_line do
+      bump(:line_too_long)
+    else
+      handle_line(IO.iodata_to_binary([s.partial, chunk]), s.context)
+    end
+
+    {:noreply, %{s | partial: [], size: 0}}
+  end
+
+  # Longer than the port's line buffer: keep at most one line's worth.
+  def handle_info({port, {:data, {:noeol, chunk}}}, %{port: port} = s) do
+    size = s.size + byte_size(chunk)
+    partial = if size > @max_line, do: [], else: [s.partial, chunk]
+    {:noreply, %{s | partial: partial, size: size}}
+  end
+
+  def handle_info({port, {:exit_status, status}}, %{port: port} = s) do
+    if s.notify, do: send(s.notify, {:python_capture_exit, self(), status})
+    {:stop, :normal, %{s | port: nil}}
+  end
+
+  @impl true
+  def terminate(_reason, %{port: nil}), do: :ok
+
+  def terminate(_reason, %{port: port, context: %{python_pid: os_pid}}) do
+    Port.close(port)
+    # Closing stdin is a hint, not a guarantee: make sure the program ends.
+    System.cmd("kill", ["-TERM", Integer.to_string(os_pid)], stderr_to_stdout: true)
+    :ok
+  end
+end

@@ -1,0 +1,7 @@
+//! The parts of Snakepit telemetry ingest that do not touch the BEAM: the
+//! event catalog, event validation and the stderr line parser. The NIF crate
+//! turns their results into Erlang terms.
+
+pub mod catalog;
+pub mod stderr;
+pub mod validate;

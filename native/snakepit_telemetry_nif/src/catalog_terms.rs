@@ -1,0 +1,92 @@
+//! Erlang terms for the catalog, built once at load: event names, allowlisted
+//! keys and rejection reasons as atoms. These are the only atoms the NIF ever
+//! makes from strings, and all of them come from the compiled-in catalog.
+
+use once_cell::sync::OnceCell;
+use rustler::{Atom, Env, NifResult, Term};
+use snakepit_telemetry_core::catalog::{EventId, KeyId, CATALOG};
+use snakepit_telemetry_core::validate::Rejection;
+
+use crate::atoms;
+
+pub struct CatalogTerms {
+    events: Vec<Vec<Atom>>,
+    measurement_keys: Vec<Atom>,
+    metadata_keys: Vec<Atom>,
+    reasons: Vec<Atom>,
+    /// `:erlang.convert_time_unit(1, :second, :native)`.
+    native_per_second: i64,
+}
+
+static TERMS: OnceCell<CatalogTerms> = OnceCell::new();
+
+fn atoms_of(env: Env, names: &[String]) -> NifResult<Vec<Atom>> {
+    names.iter().map(|n| Atom::from_str(env, n)).collect()
+}
+
+pub fn init(env: Env, load_info: Term) -> NifResult<()> {
+    let native_per_second = load_info
+        .map_get(atoms::native_time_unit())
+        .and_then(|t| t.decode::<i64>())
+        .unwrap_or(1_000_000_000);
+    let events = CATALOG
+        .events
+        .iter()
+        .map(|e| atoms_of(env, &e.event))
+        .collect::<NifResult<_>>()?;
+    let reasons = Rejection::REASONS
+        .iter()
+        .map(|r| Atom::from_str(env, r))
+        .collect::<NifResult<_>>()?;
+    let terms = CatalogTerms {
+        events,
+        measurement_keys: atoms_of(env, &CATALOG.measurement_keys)?,
+        metadata_keys: atoms_of(env, &CATALOG.metadata_keys)?,
+        reasons,
+        native_per_second,
+    };
+    // A second load (upgrade) keeps the first set: the atoms are identical.
+    let _ = TERMS.set(terms);
+    Ok(())
+}
+
+pub fn get() -> &'static CatalogTerms {
+    TERMS
+        .get()
+        .expect("catalog terms are built in the load hook")
+}
+
+impl CatalogTerms {
+    pub fn event(&self, id: EventId) -> &[Atom] {
+        &self.events[id as usize]
+    }
+
+    pub fn measurement_key(&self, id: KeyId) -> Atom {
+        self.measurement_keys[id as usize]
+    }
+
+    pub fn metadata_key(&self, id: KeyId) -> Atom {
+        self.metadata_keys[id as usize]
+    }
+
+    pub fn reason(&self, rejection: &Rejection) -> Atom {
+        let i = Rejection::REASONS
+            .iter()
+            .position(|r| *r == rejection.reason())
+            .expect("every reason is listed");
+        self.reasons[i]
+    }
+
+    /// Python sends durations in nanoseconds; `:telemetry` wants native units.
+    pub fn ns_to_native(&self, ns: i64) -> i64 {
+        if self.native_per_second == 1_000_000_000 {
+            ns
+        } else {
+            (ns as i128 * self.native_per_second as i128 / 1_000_000_000) as i64
+        }
+    }
+
+    pub fn ns_to_native_f(&self, ns: f64) -> f64 {
+        ns * self.native_per_second as f64 / 1e9
+    }
+}

@@ -1,0 +1,18 @@
+//! Rustler NIF of Snakepit telemetry. Each module holds one concern; the
+//! validation itself lives in the BEAM-free `snakepit_telemetry_core` crate.
+
+mod atoms;
+mod catalog_nif;
+mod catalog_terms;
+mod encode;
+mod stderr_nif;
+
+use rustler::{Env, Term};
+
+/// Load hook: builds the catalog's atoms once (they come from the compiled-in
+/// catalog, never from input). `load_info` is `%{native_time_unit: n}`.
+fn on_load(env: Env, load_info: Term) -> bool {
+    catalog_terms::init(env, load_info).is_ok()
+}
+
+rustler::init!("Elixir.Snakepit.Telemetry.Native", load = on_load);

@@ -1,0 +1,26 @@
+//! NIF for the stderr fallback: one worker output line in, one verdict out.
+
+use rustler::{Binary, Encoder, Env, Term};
+use snakepit_telemetry_core::catalog::CATALOG;
+use snakepit_telemetry_core::stderr::{parse_line, StderrLine};
+
+use crate::{atoms, catalog_terms, encode};
+
+/// `:not_telemetry | {:ok, event, measurements, metadata} | {:error, {reason, message}}`.
+/// Lines are bounded (`max_stderr_line_bytes`, 64 KiB) before parsing, so a
+/// call stays well under a millisecond.
+#[rustler::nif]
+fn stderr_parse_line<'a>(env: Env<'a>, line: Binary<'a>) -> Term<'a> {
+    let terms = catalog_terms::get();
+    match parse_line(&CATALOG, line.as_slice()) {
+        Ok(StderrLine::NotTelemetry) => atoms::not_telemetry().encode(env),
+        Ok(StderrLine::Event(e)) => {
+            let (name, measurements, metadata) = encode::event_terms(env, terms, &e);
+            (atoms::ok(), name, measurements, metadata).encode(env)
+        }
+        Err(rejection) => {
+            let reason = (terms.reason(&rejection), rejection.to_string());
+            (atoms::error(), reason).encode(env)
+        }
+    }
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs every linter and every test suite of the three languages, prints each
+# runner's own summary, and fails if any check fails or any suite runs no test.
+#   scripts/test.sh              lint + all suites
+#   scripts/test.sh --lint-only  formatters and linters only
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+failed=()
+passed_total=0
+failed_total=0
+
+section() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+# run NAME CMD... : runs a check, records a failure by name.
+run() {
+  local name=$1
+  shift
+  section "$name: $*"
+  "$@" 2>&1 | tee "$logs/$name.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || failed+=("$name")
+}
+
+# count NAME PASSED FAILED : adds a suite's counts; a suite with no test fails.
+count() {
+  local name=$1 p=${2:-0} f=${3:-0}
+  passed_total=$((passed_total + p))
+  failed_total=$((failed_total + f))
+  if [ "$((p + f))" -eq 0 ]; then
+    echo "error: $name ran no test" >&2
+    [[ " ${failed[*]} " == *" $name "* ]] || failed+=("$name")
+  fi
+}
+
+# sum REGEX FILE : adds up the leading numbers of every match.
+sum() { grep -oE "$1" "$2" | awk '{ n += $1 } END { print n + 0 }'; }
+
+# count_mix NAME : ExUnit prints "N doctests, M tests, K failures".
+count_mix() {
+  local log="$logs/$1.log" total failures
+  total=$(($(sum '[0-9]+ doctests?' "$log") + $(sum '[0-9]+ tests?,' "$log")))
+  failures=$(sum '[0-9]+ failures?' "$log")
+  count "$1" "$((total - failures))" "$failures"
+}
+
+export MIX_ENV=test
+venv=.venv/bin
+
+# --- formatters and linters -------------------------------------------------
+run cargo-fmt cargo fmt --all -- --check
+run clippy cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
+run mix-format mix format --check-formatted
+run mix-format-fallback bash -c 'cd fallback/telemetry && mix format --check-formatted'
+run mix-compile mix compile --warnings-as-errors --force
+run ruff-check "$venv/ruff" check priv/python
+run ruff-format "$venv/ruff" format --check priv/python
+
+if [ "${1:-}" != "--lint-only" ]; then
+  # --- test suites ------------------------------------------------------------
+  run cargo-test cargo test --workspace --locked
+  count cargo-test "$(sum '[0-9]+ passed;' "$logs/cargo-test.log")" \
+    "$(sum '[0-9]+ failed;' "$logs/cargo-test.log")"
+
+  run mix-test mix test
+  count_mix mix-test
+
+  run telemetry-fallback-test bash -c 'cd fallback/telemetry && mix test'
+  count_mix telemetry-fallback-test
+
+  run pytest bash -c "cd priv/python && ../../$venv/python -m pytest -q"
+  count pytest "$(sum '[0-9]+ passed' "$logs/pytest.log")" "$(sum '[0-9]+ failed' "$logs/pytest.log")"
+fi
+
+section "summary"
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "FAILED: ${failed[*]}"
+  echo "total: $passed_total passed, $failed_total failed"
+  exit 1
+fi
+echo "all checks green"
+[ "${1:-}" = "--lint-only" ] || echo "total: $passed_total passed, $failed_total failed"
