@@ -5,6 +5,7 @@ defmodule Snakepit.Telemetry.Application do
   @impl true
   def start(_type, _args) do
     Snakepit.Telemetry.PythonCapture.init_counters()
-    Supervisor.start_link([], strategy: :one_for_one, name: Snakepit.Telemetry.Supervisor)
+    children = [Snakepit.Telemetry.GrpcStream]
+    Supervisor.start_link(children, strategy: :one_for_one, name: Snakepit.Telemetry.Supervisor)
   end
 end

@@ -51,6 +51,14 @@ defmodule Snakepit.Telemetry.Native do
   def catalog_summary, do: not_loaded()
   def catalog_version, do: not_loaded()
 
+  ## gRPC streams (one Rust task per worker)
+
+  def stream_start(_opts, _owner), do: not_loaded()
+  def stream_stop(_handle), do: not_loaded()
+  def stream_control(_handle, _control), do: not_loaded()
+  def stream_ack(_handle, _n), do: not_loaded()
+  def stream_stats(_handle), do: not_loaded()
+
   ## stderr fallback
 
   def stderr_parse_line(_line), do: not_loaded()

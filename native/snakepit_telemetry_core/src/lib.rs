@@ -3,5 +3,7 @@
 //! turns their results into Erlang terms.
 
 pub mod catalog;
+pub mod frame;
 pub mod stderr;
 pub mod validate;
+pub mod wire;

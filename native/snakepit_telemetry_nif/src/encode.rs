@@ -6,17 +6,33 @@ use snakepit_telemetry_core::validate::{Key, Number, ValidEvent};
 
 use crate::atoms;
 use crate::catalog_terms::CatalogTerms;
+use crate::config::{Name, WorkerContext};
 
 /// `{event_name, measurements, metadata}`; metadata holds the validated
 /// entries plus `correlation_id` (nil when blank) and `timestamp_ns` (nil when
-/// not given). The caller adds the worker's context.
+/// not given), and, when `ctx` is given, the worker's `node`, `worker_id`,
+/// `pool_name` and `python_pid` (these replace worker-sent entries).
 pub fn event_terms<'a>(
     env: Env<'a>,
     terms: &CatalogTerms,
     e: &ValidEvent,
+    ctx: Option<&WorkerContext>,
 ) -> (Term<'a>, Term<'a>, Term<'a>) {
     let name = terms.event(e.event).encode(env);
-    (name, measurements(env, terms, e), metadata(env, terms, e))
+    (
+        name,
+        measurements(env, terms, e),
+        metadata(env, terms, e, ctx),
+    )
+}
+
+/// The worker context as an Erlang term for `pool_name`.
+pub fn name_term<'a>(env: Env<'a>, name: &Name) -> Term<'a> {
+    match name {
+        Name::Atom(a) => a.encode(env),
+        Name::Text(s) => s.encode(env),
+        Name::Nil => atoms::nil().encode(env),
+    }
 }
 
 fn measurements<'a>(env: Env<'a>, terms: &CatalogTerms, e: &ValidEvent) -> Term<'a> {
@@ -42,8 +58,13 @@ fn measurements<'a>(env: Env<'a>, terms: &CatalogTerms, e: &ValidEvent) -> Term<
     map(env, &keys, &values)
 }
 
-fn metadata<'a>(env: Env<'a>, terms: &CatalogTerms, e: &ValidEvent) -> Term<'a> {
-    let n = e.metadata.len() + 2;
+fn metadata<'a>(
+    env: Env<'a>,
+    terms: &CatalogTerms,
+    e: &ValidEvent,
+    ctx: Option<&WorkerContext>,
+) -> Term<'a> {
+    let n = e.metadata.len() + 6;
     let mut keys = Vec::with_capacity(n);
     let mut values = Vec::with_capacity(n);
     for (key, v) in &e.metadata {
@@ -66,6 +87,13 @@ fn metadata<'a>(env: Env<'a>, terms: &CatalogTerms, e: &ValidEvent) -> Term<'a> 
         atoms::timestamp_ns().encode(env),
         opt(env, &e.timestamp_ns),
     );
+    if let Some(ctx) = ctx {
+        let mut set = |k: rustler::Atom, v: Term<'a>| put(&mut keys, &mut values, k.encode(env), v);
+        set(atoms::node(), ctx.node.encode(env));
+        set(atoms::worker_id(), ctx.worker_id.encode(env));
+        set(atoms::pool_name(), name_term(env, &ctx.pool_name));
+        set(atoms::python_pid(), opt(env, &ctx.python_pid));
+    }
     map(env, &keys, &values)
 }
 

@@ -4,8 +4,15 @@
 mod atoms;
 mod catalog_nif;
 mod catalog_terms;
+mod config;
+mod control;
+mod dispatch;
 mod encode;
+mod ingest;
+mod runtime;
+mod stats;
 mod stderr_nif;
+mod stream;
 
 use rustler::{Env, Term};
 

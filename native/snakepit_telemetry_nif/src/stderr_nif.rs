@@ -15,7 +15,7 @@ fn stderr_parse_line<'a>(env: Env<'a>, line: Binary<'a>) -> Term<'a> {
     match parse_line(&CATALOG, line.as_slice()) {
         Ok(StderrLine::NotTelemetry) => atoms::not_telemetry().encode(env),
         Ok(StderrLine::Event(e)) => {
-            let (name, measurements, metadata) = encode::event_terms(env, terms, &e);
+            let (name, measurements, metadata) = encode::event_terms(env, terms, &e, None);
             (atoms::ok(), name, measurements, metadata).encode(env)
         }
         Err(rejection) => {

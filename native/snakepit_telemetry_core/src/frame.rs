@@ -1,0 +1,104 @@
+//! Validates a protobuf `TelemetryEvent` (either RPC) like any other event.
+
+use crate::catalog::Catalog;
+use crate::validate::{validate, RawEvent, RawName, RawValue, Rejection, ValidEvent};
+use crate::wire::telemetry_value::Value;
+use crate::wire::TelemetryEvent;
+
+/// Validates one event of a gRPC frame.
+pub fn validate_frame_event(
+    catalog: &Catalog,
+    e: &TelemetryEvent,
+) -> Result<ValidEvent, Rejection> {
+    // Bound the entry counts before building anything from them.
+    if e.measurements.len() > catalog.limits.max_measurements {
+        return Err(Rejection::TooManyMeasurements(
+            catalog.limits.max_measurements,
+        ));
+    }
+    if e.metadata.len() > catalog.limits.max_metadata {
+        return Err(Rejection::TooManyMetadata(catalog.limits.max_metadata));
+    }
+    let raw = RawEvent {
+        name: RawName::Parts(&e.event_parts),
+        measurements: e
+            .measurements
+            .iter()
+            .map(|(k, v)| (k.as_str(), raw_value(v.value.as_ref())))
+            .collect(),
+        metadata: e
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), RawValue::Str(v)))
+            .collect(),
+        timestamp_ns: Some(e.timestamp_ns),
+        correlation_id: Some(&e.correlation_id),
+    };
+    validate(catalog, &raw)
+}
+
+fn raw_value(v: Option<&Value>) -> RawValue<'_> {
+    match v {
+        Some(Value::IntValue(i)) => RawValue::Int(*i),
+        Some(Value::FloatValue(f)) => RawValue::Float(*f),
+        Some(Value::StringValue(s)) => RawValue::Str(s),
+        None => RawValue::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::CATALOG;
+    use crate::validate::Number;
+    use crate::wire::TelemetryValue;
+
+    fn event(parts: &[&str]) -> TelemetryEvent {
+        TelemetryEvent {
+            event_parts: parts.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn value(v: Value) -> TelemetryValue {
+        TelemetryValue { value: Some(v) }
+    }
+
+    #[test]
+    fn a_wire_event_is_validated() {
+        let mut e = event(&["tool", "execution", "stop"]);
+        e.measurements
+            .insert("duration".into(), value(Value::IntValue(9)));
+        e.measurements
+            .insert("ratio".into(), value(Value::StringValue("0.5".into())));
+        e.metadata.insert("tool".into(), "t".into());
+        e.correlation_id = "c".into();
+        e.timestamp_ns = 3;
+        let v = validate_frame_event(&CATALOG, &e).unwrap();
+        assert_eq!(v.measurements.len(), 2);
+        assert!(v.measurements.iter().any(|(_, n)| *n == Number::Float(0.5)));
+        assert_eq!(v.correlation_id.as_deref(), Some("c"));
+        assert_eq!(v.timestamp_ns, Some(3));
+    }
+
+    #[test]
+    fn an_unset_oneof_is_an_invalid_measurement() {
+        let mut e = event(&["python", "call", "stop"]);
+        e.measurements
+            .insert("duration".into(), TelemetryValue { value: None });
+        let r = validate_frame_event(&CATALOG, &e).unwrap_err();
+        assert_eq!(r.reason(), "invalid_measurement");
+    }
+
+    #[test]
+    fn blank_correlation_id_and_zero_timestamp_are_absent() {
+        let v = validate_frame_event(&CATALOG, &event(&["python", "call", "start"])).unwrap();
+        assert_eq!((v.correlation_id, v.timestamp_ns), (None, None));
+    }
+
+    #[test]
+    fn unknown_names_are_rejected() {
+        let r = validate_frame_event(&CATALOG, &event(&["python", "nope"])).unwrap_err();
+        assert_eq!(r.reason(), "unknown_event");
+    }
+}

@@ -1,0 +1,104 @@
+//! A stream's settings and the worker context it enriches events with,
+//! decoded from the map `Snakepit.Telemetry.GrpcStream` passes.
+
+use std::time::Duration;
+
+use rustler::{Atom, Decoder, Env, NifResult, Term};
+
+use crate::atoms;
+
+/// `pool_name` may be an atom (the usual case) or a string.
+#[derive(Clone, Debug)]
+pub enum Name {
+    Atom(Atom),
+    Text(String),
+    Nil,
+}
+
+/// What every event of this stream is enriched with.
+#[derive(Clone, Debug)]
+pub struct WorkerContext {
+    pub node: Atom,
+    pub worker_id: String,
+    pub pool_name: Name,
+    pub python_pid: Option<i64>,
+    pub python_port: Option<i64>,
+}
+
+/// Which RPC to open.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RpcChoice {
+    /// Batched, falling back to the stock RPC on UNIMPLEMENTED.
+    Auto,
+    Batched,
+    Stock,
+}
+
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    pub stream_id: u64,
+    /// `http://host:port`.
+    pub uri: String,
+    pub rpc: RpcChoice,
+    pub max_batch: usize,
+    pub credit: usize,
+    pub connect_timeout: Duration,
+    pub open_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub max_frame_bytes: usize,
+    pub context: WorkerContext,
+}
+
+fn get<'a, T: Decoder<'a>>(map: Term<'a>, key: &str, default: T) -> NifResult<T> {
+    let env = map.get_env();
+    match map.map_get(Atom::from_str(env, key)?) {
+        Ok(v) if v.decode::<Atom>().ok() == Some(atoms::nil()) => Ok(default),
+        Ok(v) => v.decode(),
+        Err(_) => Ok(default),
+    }
+}
+
+fn ms(map: Term, key: &str, default: u64) -> NifResult<Duration> {
+    Ok(Duration::from_millis(get(map, key, default)?))
+}
+
+impl StreamConfig {
+    /// Decodes the options map; unknown keys are ignored, missing ones take
+    /// defaults. Only fixed keys are looked up, so no atom comes from input.
+    pub fn decode(env: Env, stream_id: u64, map: Term) -> NifResult<StreamConfig> {
+        let endpoint: String = get(map, "endpoint", String::new())?;
+        if endpoint.is_empty() || endpoint.contains('/') {
+            return Err(rustler::Error::Term(Box::new("endpoint must be host:port")));
+        }
+        let rpc = match get::<Atom>(map, "rpc", atoms::auto())? {
+            a if a == atoms::batched() => RpcChoice::Batched,
+            a if a == atoms::stock() => RpcChoice::Stock,
+            _ => RpcChoice::Auto,
+        };
+        let pool_name = match map.map_get(atoms::pool_name()) {
+            Ok(t) if t.is_atom() && t.decode::<Atom>()? != atoms::nil() => Name::Atom(t.decode()?),
+            Ok(t) if t.is_binary() => Name::Text(t.decode()?),
+            _ => Name::Nil,
+        };
+        Ok(StreamConfig {
+            stream_id,
+            uri: format!("http://{endpoint}"),
+            rpc,
+            max_batch: get::<usize>(map, "max_batch", 512)?.clamp(1, 65_536),
+            credit: get::<usize>(map, "credit", 4)?.clamp(1, 1024),
+            connect_timeout: ms(map, "connect_timeout_ms", 5_000)?,
+            open_timeout: ms(map, "open_timeout_ms", 5_000)?,
+            backoff_initial: ms(map, "backoff_initial_ms", 100)?,
+            backoff_max: ms(map, "backoff_max_ms", 5_000)?,
+            max_frame_bytes: get::<usize>(map, "max_frame_bytes", 4 * 1024 * 1024)?,
+            context: WorkerContext {
+                node: get(map, "node", Atom::from_str(env, "nonode@nohost")?)?,
+                worker_id: get(map, "worker_id", String::new())?,
+                pool_name,
+                python_pid: get(map, "python_pid", None)?,
+                python_port: get(map, "python_port", None)?,
+            },
+        })
+    }
+}

@@ -1,0 +1,79 @@
+//! Control messages from Elixir (built and validated by
+//! `Snakepit.Telemetry.Control`) as wire `TelemetryControl` frames, and the
+//! settings a stream replays after it reconnects.
+
+use rustler::{Atom, NifResult, Term};
+use snakepit_telemetry_core::wire::telemetry_control::Control;
+use snakepit_telemetry_core::wire::{
+    TelemetryControl, TelemetryEventFilter, TelemetrySamplingUpdate, TelemetryToggle,
+};
+
+use crate::atoms;
+
+/// `{:toggle, bool} | {:sampling, float, [glob]} | {:filter, [glob], [glob]}`
+pub fn decode(term: Term) -> NifResult<TelemetryControl> {
+    let (tag, rest) = match rustler::types::tuple::get_tuple(term)?.as_slice() {
+        [tag, rest @ ..] => (tag.decode::<Atom>()?, rest.to_vec()),
+        [] => return Err(rustler::Error::BadArg),
+    };
+    let control = match rest.as_slice() {
+        [enabled] if tag == atoms::toggle() => Control::Toggle(TelemetryToggle {
+            enabled: enabled.decode()?,
+        }),
+        [rate, patterns] if tag == atoms::sampling() => {
+            let sampling_rate: f64 = rate.decode()?;
+            if !(0.0..=1.0).contains(&sampling_rate) {
+                return Err(rustler::Error::BadArg);
+            }
+            Control::Sampling(TelemetrySamplingUpdate {
+                sampling_rate,
+                event_patterns: patterns.decode()?,
+            })
+        }
+        [allow, deny] if tag == atoms::filter() => Control::Filter(TelemetryEventFilter {
+            allow: allow.decode()?,
+            deny: deny.decode()?,
+        }),
+        _ => return Err(rustler::Error::BadArg),
+    };
+    Ok(TelemetryControl {
+        control: Some(control),
+    })
+}
+
+pub fn toggle(enabled: bool) -> TelemetryControl {
+    TelemetryControl {
+        control: Some(Control::Toggle(TelemetryToggle { enabled })),
+    }
+}
+
+/// The latest setting of each kind, replayed in order on a new connection so
+/// a restarted worker is tuned like the one it replaces.
+#[derive(Default, Clone)]
+pub struct Settings {
+    enabled: Option<bool>,
+    sampling: Option<TelemetryControl>,
+    filter: Option<TelemetryControl>,
+}
+
+impl Settings {
+    pub fn record(&mut self, c: &TelemetryControl) {
+        match &c.control {
+            Some(Control::Toggle(t)) => self.enabled = Some(t.enabled),
+            Some(Control::Sampling(_)) => self.sampling = Some(c.clone()),
+            Some(Control::Filter(_)) => self.filter = Some(c.clone()),
+            None => {}
+        }
+    }
+
+    /// `toggle(true)` first (the contract), then what Elixir set since.
+    pub fn opening_frames(&self) -> Vec<TelemetryControl> {
+        let mut frames = vec![toggle(true)];
+        frames.extend(self.sampling.iter().cloned());
+        frames.extend(self.filter.iter().cloned());
+        if self.enabled == Some(false) {
+            frames.push(toggle(false));
+        }
+        frames
+    }
+}

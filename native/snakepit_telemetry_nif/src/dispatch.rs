@@ -1,0 +1,119 @@
+//! Sends ready-made terms from a stream task to the owning Elixir process.
+//! Runs only on the runtime's threads (`OwnedEnv::send_and_clear` refuses
+//! scheduler threads). One `OwnedEnv` per stream, cleared after every send.
+
+use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
+use snakepit_telemetry_core::validate::ValidEvent;
+
+use crate::config::WorkerContext;
+use crate::{atoms, catalog_terms, encode};
+
+/// The owner is gone: the stream has nobody to deliver to.
+#[derive(Debug)]
+pub struct OwnerGone;
+
+pub struct Dispatcher {
+    owner: LocalPid,
+    env: OwnedEnv,
+    stream_id: u64,
+}
+
+/// A status event of the catalog's gRPC layer, e.g. `[:snakepit, :grpc, :stream, :opened]`.
+pub struct Status<'s> {
+    /// Dotted catalog name without the `snakepit.grpc.` prefix: `stream.opened`.
+    pub event: &'static str,
+    pub measurements: &'s [(&'static str, i64)],
+    /// Extra metadata besides node and worker_id.
+    pub metadata: &'s [(&'static str, StatusValue)],
+}
+
+pub enum StatusValue {
+    Text(String),
+    Int(i64),
+    Nil,
+}
+
+impl Dispatcher {
+    pub fn new(owner: LocalPid, stream_id: u64) -> Self {
+        Dispatcher {
+            owner,
+            env: OwnedEnv::new(),
+            stream_id,
+        }
+    }
+
+    /// `{:snakepit_telemetry_batch, stream_id, [{event, measurements, metadata}, ...]}`
+    pub fn send_batch(
+        &mut self,
+        events: &[ValidEvent],
+        ctx: &WorkerContext,
+    ) -> Result<(), OwnerGone> {
+        let terms = catalog_terms::get();
+        let id = self.stream_id;
+        self.env
+            .send_and_clear(&self.owner, |env| {
+                let list: Vec<Term> = events
+                    .iter()
+                    .map(|e| {
+                        let (n, m, md) = encode::event_terms(env, terms, e, Some(ctx));
+                        rustler::types::tuple::make_tuple(env, &[n, m, md])
+                    })
+                    .collect();
+                (atoms::snakepit_telemetry_batch(), id, list).encode(env)
+            })
+            .map_err(|_| OwnerGone)
+    }
+
+    /// `{:snakepit_telemetry_status, stream_id, event, measurements, metadata}`
+    pub fn send_status(&mut self, status: &Status, ctx: &WorkerContext) -> Result<(), OwnerGone> {
+        let id = self.stream_id;
+        self.env
+            .send_and_clear(&self.owner, |env| {
+                let event = status_event(env, status.event);
+                let m: Vec<(Atom, i64)> = status
+                    .measurements
+                    .iter()
+                    .map(|(k, v)| (atom(env, k), *v))
+                    .collect();
+                let mut md: Vec<(Term, Term)> = vec![
+                    (atoms::node().encode(env), ctx.node.encode(env)),
+                    (atoms::worker_id().encode(env), ctx.worker_id.encode(env)),
+                    (atoms::stream_id().encode(env), id.to_string().encode(env)),
+                ];
+                for (k, v) in status.metadata {
+                    let v = match v {
+                        StatusValue::Text(s) => s.encode(env),
+                        StatusValue::Int(i) => i.encode(env),
+                        StatusValue::Nil => atoms::nil().encode(env),
+                    };
+                    md.push((atom(env, k).encode(env), v));
+                }
+                let m = Term::map_from_pairs(env, &m).expect("unique keys");
+                let md = Term::map_from_pairs(env, &md).expect("unique keys");
+                (atoms::snakepit_telemetry_status(), id, event, m, md).encode(env)
+            })
+            .map_err(|_| OwnerGone)
+    }
+
+    /// `{:snakepit_telemetry_ended, stream_id, reason}`, the task's last word.
+    pub fn send_ended(&mut self, reason: &str) {
+        let id = self.stream_id;
+        let _ = self.env.send_and_clear(&self.owner, |env| {
+            (atoms::snakepit_telemetry_ended(), id, reason).encode(env)
+        });
+    }
+}
+
+/// Status keys are fixed literals of this crate that are also catalog keys.
+fn atom<'a>(env: Env<'a>, name: &'static str) -> Atom {
+    Atom::from_str(env, name).expect("a literal atom")
+}
+
+fn status_event<'a>(env: Env<'a>, dotted: &'static str) -> Term<'a> {
+    let parts: Vec<Atom> = ["snakepit", "grpc"]
+        .into_iter()
+        .chain(dotted.split('.'))
+        .map(|p| atom(env, p))
+        .collect();
+    parts.encode(env)
+}

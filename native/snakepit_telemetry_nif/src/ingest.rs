@@ -1,0 +1,472 @@
+//! One task per registered worker: connect, open the telemetry stream, read
+//! frames, validate, batch and deliver them with credit; reconnect with
+//! backoff while the handle lives.
+//!
+//! Flow control: at most `credit` batches are outstanding at the owner. With
+//! no credit left the task stops reading, so HTTP/2 flow control pushes back
+//! to the worker, whose bounded queue drops and counts.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rustler::LocalPid;
+use snakepit_telemetry_core::catalog::CATALOG;
+use snakepit_telemetry_core::frame::validate_frame_event;
+use snakepit_telemetry_core::validate::ValidEvent;
+use snakepit_telemetry_core::wire::bridge_service_client::BridgeServiceClient;
+use snakepit_telemetry_core::wire::{TelemetryControl, TelemetryEvent, TelemetryEventBatch};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tonic::{Code, Streaming};
+
+use crate::catalog_terms;
+use crate::config::{RpcChoice, StreamConfig};
+use crate::control::Settings;
+use crate::dispatch::{Dispatcher, OwnerGone, Status, StatusValue};
+use crate::stats::StreamStats;
+
+/// State shared between the task and its handle.
+pub struct Shared {
+    pub stats: StreamStats,
+    pub credit: Semaphore,
+}
+
+enum Incoming {
+    Batched(Streaming<TelemetryEventBatch>),
+    Stock(Streaming<TelemetryEvent>),
+}
+
+enum Frame {
+    Batch(TelemetryEventBatch),
+    One(TelemetryEvent),
+}
+
+impl Incoming {
+    /// Cancel-safe: `Streaming::message` keeps no state in its future.
+    async fn next(&mut self) -> Result<Option<Frame>, tonic::Status> {
+        Ok(match self {
+            Incoming::Batched(s) => s.message().await?.map(Frame::Batch),
+            Incoming::Stock(s) => s.message().await?.map(Frame::One),
+        })
+    }
+}
+
+/// Why the task stopped.
+enum Stop {
+    /// The handle was dropped or stopped.
+    Stopped,
+    OwnerGone,
+}
+
+impl From<OwnerGone> for Stop {
+    fn from(_: OwnerGone) -> Self {
+        Stop::OwnerGone
+    }
+}
+
+struct Task {
+    cfg: StreamConfig,
+    shared: Arc<Shared>,
+    controls: mpsc::Receiver<TelemetryControl>,
+    dispatcher: Dispatcher,
+    settings: Settings,
+    pending: Vec<ValidEvent>,
+    use_stock: bool,
+}
+
+/// Runs a stream until its handle goes away or its owner dies.
+pub async fn run(
+    cfg: StreamConfig,
+    shared: Arc<Shared>,
+    controls: mpsc::Receiver<TelemetryControl>,
+    owner: LocalPid,
+) {
+    let mut task = Task {
+        dispatcher: Dispatcher::new(owner, cfg.stream_id),
+        use_stock: cfg.rpc == RpcChoice::Stock,
+        pending: Vec::with_capacity(cfg.max_batch),
+        settings: Settings::default(),
+        cfg,
+        shared,
+        controls,
+    };
+    let reason = match task.supervise().await {
+        Err(Stop::Stopped) => "stopped",
+        Err(Stop::OwnerGone) => "owner_down",
+        Ok(never) => match never {},
+    };
+    task.shared.stats.set_state("ended");
+    task.dispatcher.send_ended(reason);
+}
+
+fn nanos_since(t: Instant) -> i64 {
+    catalog_terms::get().ns_to_native(t.elapsed().as_nanos() as i64)
+}
+
+fn system_time() -> i64 {
+    let ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    catalog_terms::get().ns_to_native(ns)
+}
+
+impl Task {
+    /// Connects and reconnects until stopped.
+    async fn supervise(&mut self) -> Result<std::convert::Infallible, Stop> {
+        let mut failures: u32 = 0;
+        let mut lost_at: Option<Instant> = None;
+        loop {
+            self.shared.stats.set_state("connecting");
+            let started = Instant::now();
+            match self.open().await? {
+                Ok((incoming, tx)) => {
+                    let retries = i64::from(failures);
+                    failures = 0;
+                    self.opened(started, retries, lost_at)?;
+                    let (reason, opened_at, messages) = self.pump(incoming, tx).await?;
+                    self.lost(&reason, opened_at, messages)?;
+                    lost_at = Some(Instant::now());
+                }
+                Err(error) => {
+                    self.shared.stats.set_error(&error);
+                    failures = failures.saturating_add(1);
+                }
+            }
+            self.backoff(failures).await?;
+        }
+    }
+
+    /// Connects and opens the preferred RPC; `Err(Stop)` only when stopped
+    /// meanwhile, `Ok(Err(text))` when the attempt failed.
+    #[allow(clippy::type_complexity)]
+    async fn open(
+        &mut self,
+    ) -> Result<Result<(Incoming, mpsc::Sender<TelemetryControl>), String>, Stop> {
+        let attempt = open_stream(&self.cfg, self.settings.opening_frames(), self.use_stock);
+        let mut attempt = pin!(attempt);
+        loop {
+            tokio::select! {
+                biased;
+                c = self.controls.recv() => match c {
+                    None => return Err(Stop::Stopped),
+                    // Recorded now, sent with the opening frames of the next attempt.
+                    Some(c) => self.settings.record(&c),
+                },
+                r = &mut attempt => {
+                    return Ok(r.map(|(incoming, tx, stock)| {
+                        self.use_stock = stock;
+                        (incoming, tx)
+                    }));
+                }
+            }
+        }
+    }
+
+    fn opened(
+        &mut self,
+        started: Instant,
+        retries: i64,
+        lost_at: Option<Instant>,
+    ) -> Result<(), Stop> {
+        let stats = &self.shared.stats;
+        StreamStats::add(&stats.connects, 1);
+        stats.set_state("open");
+        stats.set_rpc(if self.use_stock {
+            "StreamTelemetry"
+        } else {
+            "StreamTelemetryBatched"
+        });
+        let ctx = &self.cfg.context;
+        let port = ctx.python_port.map_or(StatusValue::Nil, StatusValue::Int);
+        self.dispatcher.send_status(
+            &Status {
+                event: "connection.established",
+                measurements: &[
+                    ("duration", nanos_since(started)),
+                    ("system_time", system_time()),
+                ],
+                metadata: &[
+                    ("python_port", port),
+                    ("retry_count", StatusValue::Int(retries)),
+                ],
+            },
+            ctx,
+        )?;
+        if let Some(lost) = lost_at {
+            StreamStats::add(&stats.reconnects, 1);
+            self.dispatcher.send_status(
+                &Status {
+                    event: "connection.reconnected",
+                    measurements: &[("downtime", nanos_since(lost)), ("retry_count", retries)],
+                    metadata: &[],
+                },
+                ctx,
+            )?;
+        }
+        self.dispatcher.send_status(
+            &Status {
+                event: "stream.opened",
+                measurements: &[("system_time", system_time())],
+                metadata: &[("correlation_id", StatusValue::Nil)],
+            },
+            ctx,
+        )?;
+        Ok(())
+    }
+
+    fn lost(&mut self, reason: &str, opened_at: Instant, messages: i64) -> Result<(), Stop> {
+        self.shared.stats.set_error(reason);
+        let ctx = &self.cfg.context;
+        let why = || StatusValue::Text(reason.to_owned());
+        self.dispatcher.send_status(
+            &Status {
+                event: "stream.closed",
+                measurements: &[
+                    ("duration", nanos_since(opened_at)),
+                    ("message_count", messages),
+                ],
+                metadata: &[("reason", why())],
+            },
+            ctx,
+        )?;
+        self.dispatcher.send_status(
+            &Status {
+                event: "connection.lost",
+                measurements: &[("uptime", nanos_since(opened_at)), ("call_count", messages)],
+                metadata: &[("reason", why())],
+            },
+            ctx,
+        )?;
+        Ok(())
+    }
+
+    /// Reads frames until the stream ends; returns why, when it opened and
+    /// how many frames it carried.
+    async fn pump(
+        &mut self,
+        mut incoming: Incoming,
+        tx: mpsc::Sender<TelemetryControl>,
+    ) -> Result<(String, Instant, i64), Stop> {
+        let opened_at = Instant::now();
+        let mut messages: i64 = 0;
+        loop {
+            let next = tokio::select! {
+                biased;
+                c = self.controls.recv() => {
+                    let Some(c) = c else {
+                        self.closing(opened_at, messages);
+                        return Err(Stop::Stopped);
+                    };
+                    self.forward(&tx, c);
+                    continue;
+                }
+                r = incoming.next() => r,
+            };
+            let mut end = self.take(next, &mut messages);
+            // Take what is already there, up to a batch, then deliver: large
+            // batches under load, no added latency when the stream is idle.
+            while end.is_none() && self.pending.len() < self.cfg.max_batch {
+                match now_or_never(incoming.next()) {
+                    Some(next) => end = self.take(next, &mut messages),
+                    None => break,
+                }
+            }
+            self.flush(&tx).await?;
+            if let Some(reason) = end {
+                return Ok((reason, opened_at, messages));
+            }
+        }
+    }
+
+    /// Ingests one read result; `Some(reason)` when the stream ended.
+    fn take(
+        &mut self,
+        next: Result<Option<Frame>, tonic::Status>,
+        messages: &mut i64,
+    ) -> Option<String> {
+        match next {
+            Ok(Some(frame)) => {
+                *messages += 1;
+                self.ingest(frame);
+                None
+            }
+            Ok(None) => Some("closed by worker".to_owned()),
+            Err(status) => Some(describe(&status)),
+        }
+    }
+
+    fn ingest(&mut self, frame: Frame) {
+        let stats = &self.shared.stats;
+        StreamStats::add(&stats.frames, 1);
+        let events = match frame {
+            Frame::One(e) => vec![e],
+            Frame::Batch(b) => {
+                stats
+                    .python_dropped
+                    .fetch_max(b.dropped_total, std::sync::atomic::Ordering::Relaxed);
+                stats
+                    .python_emitted
+                    .fetch_max(b.emitted_total, std::sync::atomic::Ordering::Relaxed);
+                b.events
+            }
+        };
+        StreamStats::add(&stats.events_received, events.len() as u64);
+        for e in &events {
+            StreamStats::add(&stats.bytes, prost::Message::encoded_len(e) as u64);
+            match validate_frame_event(&CATALOG, e) {
+                Ok(valid) => self.pending.push(valid),
+                Err(rejection) => stats.reject(&rejection),
+            }
+        }
+    }
+
+    /// Delivers pending events as one batch, waiting for credit first.
+    async fn flush(&mut self, tx: &mpsc::Sender<TelemetryControl>) -> Result<(), Stop> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let got_credit = self.shared.credit.try_acquire().map(|p| p.forget()).is_ok();
+        if !got_credit {
+            StreamStats::add(&self.shared.stats.credit_waits, 1);
+            let shared = self.shared.clone();
+            let mut wait = pin!(shared.credit.acquire());
+            loop {
+                tokio::select! {
+                    biased;
+                    c = self.controls.recv() => match c {
+                        None => return Err(Stop::Stopped),
+                        Some(c) => self.forward(tx, c),
+                    },
+                    p = &mut wait => {
+                        p.expect("the semaphore is never closed").forget();
+                        break;
+                    }
+                }
+            }
+        }
+        self.dispatcher
+            .send_batch(&self.pending, &self.cfg.context)?;
+        let stats = &self.shared.stats;
+        StreamStats::add(&stats.events_delivered, self.pending.len() as u64);
+        StreamStats::add(&stats.batches_sent, 1);
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn forward(&mut self, tx: &mpsc::Sender<TelemetryControl>, c: TelemetryControl) {
+        self.settings.record(&c);
+        // A full request channel means the worker is not reading controls;
+        // the setting is still replayed on the next connection.
+        if tx.try_send(c).is_ok() {
+            StreamStats::add(&self.shared.stats.controls_sent, 1);
+        }
+    }
+
+    /// The stream ends because the worker was unregistered.
+    fn closing(&mut self, opened_at: Instant, messages: i64) {
+        let _ = self.dispatcher.send_status(
+            &Status {
+                event: "stream.closed",
+                measurements: &[
+                    ("duration", nanos_since(opened_at)),
+                    ("message_count", messages),
+                ],
+                metadata: &[("reason", StatusValue::Text("unregistered".into()))],
+            },
+            &self.cfg.context,
+        );
+    }
+
+    /// Exponential backoff, bounded, with jitter; returns early when stopped.
+    async fn backoff(&mut self, failures: u32) -> Result<(), Stop> {
+        self.shared.stats.set_state("backoff");
+        let base = self.cfg.backoff_initial.as_millis() as u64;
+        let exp = base.saturating_mul(1u64 << failures.min(16));
+        let capped = exp.min(self.cfg.backoff_max.as_millis() as u64).max(1);
+        let jitter = (SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos() as u64)
+            % (capped / 4 + 1);
+        let sleep = tokio::time::sleep(Duration::from_millis(capped + jitter));
+        let mut sleep = pin!(sleep);
+        loop {
+            tokio::select! {
+                biased;
+                c = self.controls.recv() => match c {
+                    None => return Err(Stop::Stopped),
+                    Some(c) => self.settings.record(&c),
+                },
+                _ = &mut sleep => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Connects and opens the telemetry stream, sending `opening` first. Tries
+/// the batched RPC unless `stock`; on UNIMPLEMENTED falls back to the stock
+/// one. Returns the stream, its control sender and whether it is stock.
+async fn open_stream(
+    cfg: &StreamConfig,
+    opening: Vec<TelemetryControl>,
+    mut stock: bool,
+) -> Result<(Incoming, mpsc::Sender<TelemetryControl>, bool), String> {
+    let endpoint = Endpoint::from_shared(cfg.uri.clone())
+        .map_err(|e| format!("bad endpoint: {e}"))?
+        .connect_timeout(cfg.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let channel = tokio::time::timeout(cfg.connect_timeout, endpoint.connect())
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| format!("connect failed: {e}"))?;
+    let mut client =
+        BridgeServiceClient::new(channel).max_decoding_message_size(cfg.max_frame_bytes);
+    loop {
+        let (tx, rx) = mpsc::channel(64);
+        for frame in &opening {
+            tx.try_send(frame.clone())
+                .expect("room for the opening frames");
+        }
+        let requests = ReceiverStream::new(rx);
+        let opened = if stock {
+            let call = client.stream_telemetry(requests);
+            tokio::time::timeout(cfg.open_timeout, call)
+                .await
+                .map(|r| r.map(|resp| Incoming::Stock(resp.into_inner())))
+        } else {
+            let call = client.stream_telemetry_batched(requests);
+            tokio::time::timeout(cfg.open_timeout, call)
+                .await
+                .map(|r| r.map(|resp| Incoming::Batched(resp.into_inner())))
+        };
+        match opened {
+            Ok(Ok(incoming)) => return Ok((incoming, tx, stock)),
+            Ok(Err(s))
+                if s.code() == Code::Unimplemented && !stock && cfg.rpc == RpcChoice::Auto =>
+            {
+                stock = true;
+            }
+            Ok(Err(s)) => return Err(describe(&s)),
+            Err(_) => return Err("stream open timed out".to_owned()),
+        }
+    }
+}
+
+fn describe(s: &tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+/// Polls a future once: `Some(output)` if it is ready now.
+fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}

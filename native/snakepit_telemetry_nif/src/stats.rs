@@ -1,0 +1,57 @@
+//! Per-stream counters, written by the stream task and read by `stream_stats`.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use snakepit_telemetry_core::validate::Rejection;
+
+#[derive(Default)]
+pub struct StreamStats {
+    pub frames: AtomicU64,
+    pub bytes: AtomicU64,
+    pub events_received: AtomicU64,
+    pub events_delivered: AtomicU64,
+    pub batches_sent: AtomicU64,
+    pub rejected: [AtomicU64; Rejection::REASONS.len()],
+    pub connects: AtomicU64,
+    pub reconnects: AtomicU64,
+    /// Running totals the worker reports on the batched RPC.
+    pub python_dropped: AtomicU64,
+    pub python_emitted: AtomicU64,
+    /// Times the task stopped reading because Elixir had no credit left.
+    pub credit_waits: AtomicU64,
+    pub controls_sent: AtomicU64,
+    pub state: Mutex<&'static str>,
+    pub rpc: Mutex<&'static str>,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl StreamStats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Relaxed)
+    }
+
+    pub fn reject(&self, r: &Rejection) {
+        let i = Rejection::REASONS
+            .iter()
+            .position(|x| *x == r.reason())
+            .expect("listed");
+        self.rejected[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn set_state(&self, state: &'static str) {
+        *self.state.lock().unwrap() = state;
+    }
+
+    pub fn set_rpc(&self, rpc: &'static str) {
+        *self.rpc.lock().unwrap() = rpc;
+    }
+
+    pub fn set_error(&self, e: impl ToString) {
+        *self.last_error.lock().unwrap() = Some(e.to_string());
+    }
+}

@@ -1,0 +1,50 @@
+"""Telemetry for Python workers, delivered to Elixir as ``:telemetry`` events.
+
+::
+
+    from snakepit_bridge import telemetry
+
+    with telemetry.span("tool.execution", {"tool": "predict"}, correlation_id="req-1") as s:
+        result = predict()
+        telemetry.emit("tool.result_size", {"bytes": len(result)}, {"tool": "predict"})
+        s.set_measurement("count", 1)
+
+Event names are the Python names of the shared catalog
+(``priv/catalog/telemetry_catalog.json``, see :mod:`snakepit_bridge.catalog`):
+``python.call.start`` becomes ``[:snakepit, :python, :call, :start]``,
+``tool.result_size`` becomes ``[:snakepit, :python, :tool, :result_size]``.
+
+Public API:
+
+* :func:`emit` -- one event; never raises, cheap, a no-op while telemetry is off;
+* :func:`span` -- ``.start`` / ``.stop`` / ``.exception`` events around a block;
+* :func:`set_backend`, :func:`get_backend`, :func:`is_enabled` -- where events go
+  (``PYTHON_SNAKEPIT_TELEMETRY=stderr`` selects the stderr backend at import);
+* :func:`current_correlation_id`, :func:`use_correlation_id` -- the correlation
+  id that ``emit`` uses by default;
+* :func:`stats` -- what the helpers dropped (see :mod:`.stats`).
+
+Value coercion rules are in :mod:`snakepit_bridge.telemetry.coerce`.
+"""
+
+from __future__ import annotations
+
+from .backends.base import TelemetryBackend
+from .context import current_correlation_id, use_correlation_id
+from .emitter import emit
+from .manager import get_backend, is_enabled, set_backend
+from .span import Span, span
+from .stats import snapshot as stats
+
+__all__ = [
+    "Span",
+    "TelemetryBackend",
+    "current_correlation_id",
+    "emit",
+    "get_backend",
+    "is_enabled",
+    "set_backend",
+    "span",
+    "stats",
+    "use_correlation_id",
+]
