@@ -59,6 +59,11 @@ defmodule Snakepit.Telemetry.Native do
   def stream_ack(_handle, _n), do: not_loaded()
   def stream_stats(_handle), do: not_loaded()
 
+  ## Tool calls
+
+  def channel_open(_endpoint, _connect_timeout_ms), do: not_loaded()
+  def tool_call(_channel, _tool, _params, _opts, _reply_to, _ref), do: not_loaded()
+
   ## stderr fallback
 
   def stderr_parse_line(_line), do: not_loaded()

@@ -9,10 +9,12 @@ mod control;
 mod dispatch;
 mod encode;
 mod ingest;
+mod json_term;
 mod runtime;
 mod stats;
 mod stderr_nif;
 mod stream;
+mod tool_call;
 
 use rustler::{Env, Term};
 
