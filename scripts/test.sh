@@ -63,6 +63,8 @@ if [ "${1:-}" != "--lint-only" ]; then
   count cargo-test "$(sum '[0-9]+ passed;' "$logs/cargo-test.log")" \
     "$(sum '[0-9]+ failed;' "$logs/cargo-test.log")"
 
+  # The ExUnit suite drives the load generator binary.
+  run loadgen-build cargo build --release --locked --quiet -p snakepit_loadgen
   run mix-test mix test
   count_mix mix-test
 

@@ -1,0 +1,77 @@
+defmodule Snakepit.Telemetry.GrpcStreamFlowTest do
+  # RPC selection and flow control, against the load generator (a Rust gRPC
+  # server of the worker protocol) at a controlled rate.
+  use ExUnit.Case, async: false
+
+  alias Snakepit.Telemetry.{GrpcStream, Naming}
+  alias Snakepit.Test.LoadGen
+
+  setup do
+    worker_id = "lg#{System.unique_integer([:positive])}"
+    on_exit(fn -> GrpcStream.unregister_worker(worker_id) end)
+    {:ok, worker_id: worker_id}
+  end
+
+  defp wait_stats(id, fun, tries \\ 200) do
+    {:ok, stats} = GrpcStream.stats(id)
+
+    cond do
+      fun.(stats) -> stats
+      tries == 0 -> flunk("stats never matched: #{inspect(stats)}")
+      true -> Process.sleep(25) && wait_stats(id, fun, tries - 1)
+    end
+  end
+
+  test "prefers the batched RPC and reports the worker's totals", %{worker_id: id} do
+    lg = LoadGen.start!(["--rate", "2000"])
+    {:ok, _} = GrpcStream.register_worker(lg.endpoint, %{worker_id: id})
+    stats = wait_stats(id, &(&1.events_delivered > 200))
+    assert stats.rpc == "StreamTelemetryBatched"
+    assert stats.python_emitted > 0
+  end
+
+  test "falls back to StreamTelemetry when the worker answers UNIMPLEMENTED", %{worker_id: id} do
+    lg = LoadGen.start!(["--rate", "2000", "--stock-only"])
+    ref = :telemetry_test.attach_event_handlers(self(), Naming.python_events())
+    on_exit(fn -> :telemetry.detach(ref) end)
+    {:ok, _} = GrpcStream.register_worker(lg.endpoint, %{worker_id: id})
+    assert_receive {[:snakepit, :python | _], _, _, %{worker_id: ^id}}, 5_000
+    assert wait_stats(id, &(&1.events_delivered > 50)).rpc == "StreamTelemetry"
+  end
+
+  test "invalid events are rejected and counted, the stream goes on", %{worker_id: id} do
+    lg = LoadGen.start!(["--rate", "5000", "--invalid-ratio", "0.2"])
+    {:ok, _} = GrpcStream.register_worker(lg.endpoint, %{worker_id: id})
+    stats = wait_stats(id, &(&1.rejected > 20 and &1.events_delivered > 100))
+    assert stats.rejected_by_reason.unknown_event == stats.rejected
+  end
+
+  test "a slow handler pushes back to the source; the mailbox stays within credit",
+       %{worker_id: id} do
+    lg = LoadGen.start!(["--rate", "200000", "--queue-size", "256"])
+    test = self()
+
+    :telemetry.attach_many(
+      "slow-#{id}",
+      Naming.python_events(),
+      fn _, _, %{worker_id: w}, _ -> if w == id, do: Process.sleep(1) end,
+      nil
+    )
+
+    on_exit(fn -> :telemetry.detach("slow-#{id}") end)
+    {:ok, _} = GrpcStream.register_worker(lg.endpoint, %{worker_id: id}, credit: 2, max_batch: 64)
+
+    max_queue =
+      Enum.reduce(1..40, 0, fn _, acc ->
+        Process.sleep(25)
+        {:message_queue_len, n} = Process.info(Process.whereis(GrpcStream), :message_queue_len)
+        max(acc, n)
+      end)
+
+    send(test, :done)
+    stats = wait_stats(id, &(&1.python_dropped > 0 and &1.credit_waits > 0))
+    # Two batches of credit plus the odd status or call message.
+    assert max_queue <= 4, "mailbox reached #{max_queue}"
+    assert stats.events_delivered < stats.python_emitted
+  end
+end
