@@ -44,7 +44,8 @@ defmodule Snakepit.Telemetry.GrpcStream do
     :open_timeout_ms,
     :backoff_initial_ms,
     :backoff_max_ms,
-    :max_frame_bytes
+    :max_frame_bytes,
+    :window_bytes
   ]
 
   @typedoc "A registered worker's id."
@@ -75,6 +76,8 @@ defmodule Snakepit.Telemetry.GrpcStream do
     * `:connect_timeout_ms` / `:open_timeout_ms` - default 5000 each
     * `:backoff_initial_ms` / `:backoff_max_ms` - reconnect backoff (default 100 / 5000)
     * `:max_frame_bytes` - largest accepted gRPC frame (default 4 MiB)
+    * `:window_bytes` - HTTP/2 stream window: how much a worker may send
+      ahead of our reading (default 256 KiB)
 
   Defaults can be set with `config :snakepit_telemetry, :grpc_stream, [...]`.
   Returns `{:ok, stream_id}`, or `{:error, reason}` for a bad argument or a

@@ -47,6 +47,8 @@ pub struct StreamConfig {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub max_frame_bytes: usize,
+    /// HTTP/2 stream window (the connection window is twice this).
+    pub window_bytes: u32,
     pub context: WorkerContext,
 }
 
@@ -92,6 +94,7 @@ impl StreamConfig {
             backoff_initial: ms(map, "backoff_initial_ms", 100)?,
             backoff_max: ms(map, "backoff_max_ms", 5_000)?,
             max_frame_bytes: get::<usize>(map, "max_frame_bytes", 4 * 1024 * 1024)?,
+            window_bytes: get::<u32>(map, "window_bytes", 256 * 1024)?.clamp(16 * 1024, 16 << 20),
             context: WorkerContext {
                 node: get(map, "node", Atom::from_str(env, "nonode@nohost")?)?,
                 worker_id: get(map, "worker_id", String::new())?,

@@ -419,6 +419,11 @@ async fn open_stream(
         .map_err(|e| format!("bad endpoint: {e}"))?
         .connect_timeout(cfg.connect_timeout)
         .tcp_nodelay(true)
+        // The HTTP/2 windows bound what the worker can send ahead of our
+        // reading: the memory a stream can hold here, and how soon a slow
+        // consumer pushes back to the worker's queue.
+        .initial_stream_window_size(Some(cfg.window_bytes))
+        .initial_connection_window_size(Some(cfg.window_bytes.saturating_mul(2)))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20));
     let channel = tokio::time::timeout(cfg.connect_timeout, endpoint.connect())

@@ -12,7 +12,7 @@ defmodule Snakepit.Telemetry.GrpcStreamFlowTest do
     {:ok, worker_id: worker_id}
   end
 
-  defp wait_stats(id, fun, tries \\ 200) do
+  defp wait_stats(id, fun, tries \\ 600) do
     {:ok, stats} = GrpcStream.stats(id)
 
     cond do
@@ -59,7 +59,13 @@ defmodule Snakepit.Telemetry.GrpcStreamFlowTest do
     )
 
     on_exit(fn -> :telemetry.detach("slow-#{id}") end)
-    {:ok, _} = GrpcStream.register_worker(lg.endpoint, %{worker_id: id}, credit: 2, max_batch: 64)
+
+    {:ok, _} =
+      GrpcStream.register_worker(lg.endpoint, %{worker_id: id},
+        credit: 2,
+        max_batch: 64,
+        window_bytes: 65_536
+      )
 
     max_queue =
       Enum.reduce(1..40, 0, fn _, acc ->
