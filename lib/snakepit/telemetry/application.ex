@@ -5,7 +5,12 @@ defmodule Snakepit.Telemetry.Application do
   @impl true
   def start(_type, _args) do
     Snakepit.Telemetry.PythonCapture.init_counters()
-    children = [Snakepit.Telemetry.GrpcStream]
+
+    pools =
+      for {name, opts} <- Application.get_env(:snakepit_telemetry, :pools, []),
+          do: {Snakepit.Pool, Keyword.put(opts, :name, name)}
+
+    children = [Snakepit.Telemetry.GrpcStream | pools]
     Supervisor.start_link(children, strategy: :one_for_one, name: Snakepit.Telemetry.Supervisor)
   end
 end

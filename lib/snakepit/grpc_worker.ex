@@ -1,0 +1,252 @@
+defmodule Snakepit.GRPCWorker do
+  @moduledoc """
+  One supervised Python worker: `priv/python/grpc_server.py` started as a
+  port, its telemetry stream registered with `Snakepit.Telemetry.GrpcStream`,
+  and a gRPC channel for tool calls.
+
+  Start-up: the worker prints `SNAKEPIT_READY {"port": P, "pid": N}` once it
+  listens; this process waits for that line (`:ready_timeout`, default
+  15 s) and fails with a clear error otherwise. Its other output lines go
+  through `Snakepit.Telemetry.PythonCapture`: `TELEMETRY:` lines become
+  events, the rest are logged with the worker id.
+
+  Events: `[:snakepit, :pool, :worker, :spawned]` when ready,
+  `[:snakepit, :pool, :worker, :terminated]` when it ends.
+
+  No Python process outlives its worker: on stop or crash this process
+  terminates it (SIGTERM, then SIGKILL after `:shutdown_grace`), and if the
+  BEAM itself dies the worker sees its stdin close and its parent change and
+  exits on its own.
+  """
+
+  use GenServer, restart: :transient
+  require Logger
+
+  alias Snakepit.GRPC.Client
+  alias Snakepit.Telemetry.{GrpcStream, Naming, PythonCapture}
+
+  @ready "SNAKEPIT_READY "
+
+  @doc """
+  Starts a worker.
+
+  ## Options
+
+    * `:id` - worker id (required)
+    * `:pool_name` - default `:default`
+    * `:python` - interpreter (default `Snakepit.Python.executable/0`)
+    * `:args` - extra arguments for `grpc_server.py` (e.g. `["--sample-interval-ms", "500"]`)
+    * `:env` - extra environment `[{"NAME", "value"}]`
+    * `:ready_timeout` - ms to wait for the ready line (default 15000)
+    * `:shutdown_grace` - ms between SIGTERM and SIGKILL (default 2000)
+    * `:stream` - options for `GrpcStream.register_worker/3`
+  """
+  def start_link(opts), do: GenServer.start_link(__MODULE__, opts)
+
+  @doc false
+  def child_spec(opts) do
+    %{
+      id: {__MODULE__, Keyword.fetch!(opts, :id)},
+      start: {__MODULE__, :start_link, [opts]},
+      restart: :transient,
+      shutdown: 10_000
+    }
+  end
+
+  @doc """
+  Calls `tool` on the worker with `params` and waits for the result.
+
+  The call runs from the caller's process over the NIF (the worker process
+  is not in the path). Options as `Snakepit.GRPC.Client.execute_tool/4`:
+  `:correlation_id` (generated when absent), `:timeout` (default 30000),
+  `:session_id`, `:metadata`.
+
+      Snakepit.GRPCWorker.execute(worker, "telemetry_demo", %{operation: "test", delay_ms: 100})
+  """
+  @spec execute(pid, String.t(), map, keyword) :: {:ok, term} | {:error, term}
+  def execute(worker, tool, params \\ %{}, opts \\ []) do
+    with {:ok, info} <- info(worker) do
+      GenServer.cast(worker, :command)
+
+      Client.execute_tool(
+        info.channel,
+        tool,
+        Map.new(params),
+        Keyword.put(opts, :worker_id, info.id)
+      )
+    end
+  end
+
+  @doc "`{:ok, %{id, pool_name, endpoint, python_pid, channel}}` of a running worker."
+  @spec info(pid) :: {:ok, map} | {:error, :worker_not_running}
+  def info(worker) do
+    GenServer.call(worker, :info)
+  catch
+    :exit, _ -> {:error, :worker_not_running}
+  end
+
+  ## Server
+
+  @impl true
+  def init(opts) do
+    Process.flag(:trap_exit, true)
+    id = Keyword.fetch!(opts, :id)
+    pool = Keyword.get(opts, :pool_name, :default)
+    started = System.monotonic_time()
+    exe = Keyword.get_lazy(opts, :python, &Snakepit.Python.executable/0)
+    script = Path.join(Snakepit.Python.package_dir(), "grpc_server.py")
+    args = [script, "--port", "0", "--worker-id", id | Keyword.get(opts, :args, [])]
+
+    port =
+      Port.open({:spawn_executable, exe}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        {:line, 65_536},
+        args: args,
+        env:
+          for(
+            {k, v} <- Snakepit.Python.env(Keyword.get(opts, :env, [])),
+            do: {~c"#{k}", ~c"#{v}"}
+          )
+      ])
+
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+
+    state = %{
+      id: id,
+      pool_name: pool,
+      port: port,
+      os_pid: os_pid,
+      opts: opts,
+      started: started,
+      endpoint: nil,
+      channel: nil,
+      commands: 0,
+      ctx: %{worker_id: id, pool_name: pool, python_pid: os_pid}
+    }
+
+    case await_ready(state, Keyword.get(opts, :ready_timeout, 15_000)) do
+      {:ok, python_port} -> {:ok, connect(state, python_port)}
+      {:error, reason} -> {:stop, reason}
+    end
+  end
+
+  defp await_ready(%{port: port} = s, timeout) do
+    receive do
+      {^port, {:data, {:eol, @ready <> json}}} ->
+        case Regex.run(~r/"port":\s*(\d+)/, json) do
+          [_, p] -> {:ok, String.to_integer(p)}
+          _ -> {:error, {:bad_ready_line, json}}
+        end
+
+      {^port, {:data, {:eol, line}}} ->
+        PythonCapture.handle_line(line, s.ctx)
+        await_ready(s, timeout)
+
+      {^port, {:data, {:noeol, _}}} ->
+        await_ready(s, timeout)
+
+      {^port, {:exit_status, status}} ->
+        {:error, {:python_exited_before_ready, status}}
+    after
+      timeout ->
+        kill(s.os_pid, "KILL")
+        {:error, {:python_not_ready, "no #{String.trim(@ready)} line within #{timeout} ms"}}
+    end
+  end
+
+  defp connect(state, python_port) do
+    endpoint = "127.0.0.1:#{python_port}"
+    ctx = Map.put(state.ctx, :python_port, python_port)
+    {:ok, _} = GrpcStream.register_worker(endpoint, ctx, Keyword.get(state.opts, :stream, []))
+    {:ok, channel} = Client.connect(endpoint)
+
+    :telemetry.execute(
+      Naming.worker_event(:spawned),
+      %{duration: System.monotonic_time() - state.started, system_time: System.system_time()},
+      %{
+        node: node(),
+        pool_name: state.pool_name,
+        worker_id: state.id,
+        worker_pid: self(),
+        python_port: python_port,
+        mode: :grpc
+      }
+    )
+
+    %{state | endpoint: endpoint, channel: channel, ctx: ctx}
+  end
+
+  @impl true
+  def handle_call(:info, _from, s) do
+    {:reply,
+     {:ok,
+      %{
+        id: s.id,
+        pool_name: s.pool_name,
+        endpoint: s.endpoint,
+        python_pid: s.os_pid,
+        channel: s.channel
+      }}, s}
+  end
+
+  @impl true
+  def handle_cast(:command, s), do: {:noreply, %{s | commands: s.commands + 1}}
+
+  @impl true
+  def handle_info({port, {:data, {:eol, line}}}, %{port: port} = s) do
+    PythonCapture.handle_line(line, s.ctx)
+    {:noreply, s}
+  end
+
+  def handle_info({port, {:data, {:noeol, _}}}, %{port: port} = s), do: {:noreply, s}
+
+  def handle_info({port, {:exit_status, status}}, %{port: port} = s) do
+    Logger.warning("python worker exited with status #{status}", worker_id: s.id)
+    {:stop, {:python_exited, status}, %{s | port: nil}}
+  end
+
+  def handle_info({:EXIT, _, reason}, s), do: {:stop, reason, s}
+  def handle_info(_other, s), do: {:noreply, s}
+
+  @impl true
+  def terminate(reason, s) do
+    GrpcStream.unregister_worker(s.id)
+    stop_python(s)
+
+    :telemetry.execute(
+      Naming.worker_event(:terminated),
+      %{lifetime: System.monotonic_time() - s.started, total_commands: s.commands},
+      %{
+        node: node(),
+        pool_name: s.pool_name,
+        worker_id: s.id,
+        worker_pid: self(),
+        reason: reason,
+        planned: reason in [:normal, :shutdown] or match?({:shutdown, _}, reason)
+      }
+    )
+  end
+
+  # SIGTERM lets the worker shut down gracefully; SIGKILL if it lingers.
+  defp stop_python(%{port: nil}), do: :ok
+
+  defp stop_python(%{port: port, os_pid: os_pid} = s) do
+    kill(os_pid, "TERM")
+    grace = Keyword.get(s.opts, :shutdown_grace, 2_000)
+
+    receive do
+      {^port, {:exit_status, _}} -> :ok
+    after
+      grace -> kill(os_pid, "KILL")
+    end
+
+    if Port.info(port) != nil, do: Port.close(port)
+    :ok
+  end
+
+  defp kill(os_pid, signal) do
+    System.cmd("kill", ["-#{signal}", Integer.to_string(os_pid)], stderr_to_stdout: true)
+  end
+end

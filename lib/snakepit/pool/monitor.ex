@@ -1,0 +1,58 @@
+defmodule Snakepit.Pool.Monitor do
+  @moduledoc false
+  # The pool supervisor's last child: started once every worker is up, so it
+  # announces `[:snakepit, :pool, :initialized]`, then reports
+  # `[:snakepit, :pool, :status]` periodically.
+
+  use GenServer
+
+  alias Snakepit.Telemetry.Naming
+
+  def start_link(opts), do: GenServer.start_link(__MODULE__, opts)
+
+  @impl true
+  def init(opts) do
+    name = Keyword.fetch!(opts, :name)
+
+    :telemetry.execute(
+      Naming.pool_event(:initialized),
+      %{duration: System.monotonic_time() - opts[:started], system_time: System.system_time()},
+      %{
+        node: node(),
+        pool_name: name,
+        size: opts[:size],
+        adapter_module: opts[:adapter_module],
+        worker_module: Snakepit.GRPCWorker
+      }
+    )
+
+    :telemetry.execute(
+      Naming.pool_event(:init_complete),
+      %{duration: System.monotonic_time() - opts[:started]},
+      %{node: node(), pool_name: name}
+    )
+
+    state = %{name: name, interval: opts[:status_interval]}
+    send(self(), :status)
+    {:ok, state}
+  end
+
+  @impl true
+  def handle_info(:status, state) do
+    status = Snakepit.Pool.status(state.name)
+
+    :telemetry.execute(
+      Naming.pool_event(:status),
+      %{
+        available_workers: status.available_workers,
+        busy_workers: 0,
+        queue_depth: 0,
+        total_workers: status.total_workers
+      },
+      %{node: node(), pool_name: state.name}
+    )
+
+    if state.interval, do: Process.send_after(self(), :status, state.interval)
+    {:noreply, state}
+  end
+end
