@@ -1,11 +1,14 @@
 # Task runner. The README's quick start uses `make demo` and `make test`;
 # both install what is missing first (scripts/setup.sh).
-.PHONY: setup demo test lint fmt clean
+.PHONY: setup demo demo-stderr test lint fmt clean
 
 setup:
 	@scripts/setup.sh
 
 demo: setup
+	mix run examples/telemetry_demo.exs
+
+demo-stderr: setup
 	mix run examples/stderr_demo.exs
 
 test: setup

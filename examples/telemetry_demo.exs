@@ -29,19 +29,22 @@ defmodule Demo.Recorder do
 
   def handle_event(event, measurements, meta, _config) do
     worker = meta[:worker_id] || "-"
-    :ets.insert(@table, {{event, worker}, measurements[:duration]})
+    :ets.insert(@table, {{event, worker}, measurements[:duration], meta[:correlation_id]})
     if :persistent_term.get({__MODULE__, :live}), do: IO.puts(line(event, measurements, meta))
   end
 
   def count(filter \\ fn _ -> true end) do
-    :ets.foldl(fn {{event, _}, _}, n -> if filter.(event), do: n + 1, else: n end, 0, @table)
+    :ets.foldl(fn {{event, _}, _, _}, n -> if filter.(event), do: n + 1, else: n end, 0, @table)
   end
 
   def reset, do: :ets.delete_all_objects(@table)
 
+  def count_burst,
+    do: :ets.select_count(@table, [{{{:_, :_}, :_, :"$1"}, [{:==, :"$1", "burst"}], [true]}])
+
   def summary do
     :ets.tab2list(@table)
-    |> Enum.group_by(fn {key, _} -> key end, fn {_, d} -> d end)
+    |> Enum.group_by(fn {key, _, _} -> key end, fn {_, d, _} -> d end)
     |> Enum.sort()
   end
 
@@ -54,9 +57,14 @@ defmodule Demo.Recorder do
       m
       |> Enum.reject(fn {k, _} -> k in [:system_time, :monotonic_time] end)
       |> Enum.map_join(" ", fn
-        {k, v} when k in [:duration, :lifetime, :uptime, :downtime] -> "#{k}=#{ms(v)}"
-        {k, v} when is_float(v) -> "#{k}=#{Float.round(v, 2)}"
-        {k, v} -> "#{k}=#{v}"
+        {k, v} when k in [:duration, :lifetime, :uptime, :downtime, :network_time] ->
+          "#{k}=#{ms(v)}"
+
+        {k, v} when is_float(v) ->
+          "#{k}=#{Float.round(v, 2)}"
+
+        {k, v} ->
+          "#{k}=#{v}"
       end)
 
     extra =
@@ -85,12 +93,15 @@ defmodule Demo do
     end)
   end
 
+  # Counts the burst's own events (tagged with their correlation id), not
+  # the events of the call that asked for them.
   def burst(worker, n) do
     Demo.Recorder.reset()
-    {:ok, _} = GRPCWorker.execute(worker, "emit_events", %{count: n, event: "python.call.start"})
+    params = %{count: n, event: "python.call.start", correlation_id: "burst"}
+    {:ok, _} = GRPCWorker.execute(worker, "emit_events", params)
     # Give the stream a moment to drain what the worker sent.
     Process.sleep(300)
-    Demo.Recorder.count(&(&1 == [:snakepit, :python, :call, :start]))
+    Demo.Recorder.count_burst()
   end
 
   def percentile([], _), do: nil

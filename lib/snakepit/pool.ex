@@ -15,7 +15,7 @@ defmodule Snakepit.Pool do
     * `:size` - number of workers (default 2)
     * `:python` - interpreter (default `Snakepit.Python.executable/0`)
     * `:adapter_module` - Python module whose tools the workers load
-      (`grpc_server.py --tools-module`), e.g. `"my_app.tools"`
+      (`grpc_server.py --tool-module`), e.g. `"my_app.tools"`
     * `:worker_args`, `:env`, `:stream`, `:ready_timeout` - passed to each worker
     * `:status_interval` - ms between `[:snakepit, :pool, :status]` events
       (default 5000; `nil` disables)
@@ -119,7 +119,7 @@ defmodule Snakepit.Pool do
 
     worker_args =
       Keyword.get(opts, :worker_args, []) ++
-        if mod = opts[:adapter_module], do: ["--tools-module", mod], else: []
+        if mod = opts[:adapter_module], do: ["--tool-module", mod], else: []
 
     workers =
       for i <- 1..size do

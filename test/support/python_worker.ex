@@ -9,7 +9,9 @@ defmodule Snakepit.Test.PythonWorker do
   def start!(opts \\ []) do
     test = self()
     port_number = Keyword.get(opts, :port, 0)
-    args = ["--port", to_string(port_number) | Keyword.get(opts, :args, [])]
+    # No resource samples unless asked: tests count events exactly.
+    extra = Keyword.get(opts, :args, ["--sample-interval-ms", "0"])
+    args = ["--port", to_string(port_number) | extra]
 
     owner =
       spawn(fn ->

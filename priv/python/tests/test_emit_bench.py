@@ -15,6 +15,22 @@ CASES = {
     "span_noop_backend",
     "stderr_stringio",
     "stderr_devnull",
+    "grpc_backend",
+    "grpc_backend_full",
+    "grpc_backend_off",
+    "encode_wire",
+    "encode_protobuf",
+}
+STREAM_CASES = {
+    "rpc_drain_eps",
+    "rpc_paced_eps",
+    "rpc_paced_drop_pct",
+    "rpc_unpaced_eps",
+    "rpc_unpaced_drop_pct",
+    "latency_p50_us",
+    "latency_p99_us",
+    "latency_busy_p50_us",
+    "latency_busy_p99_us",
 }
 
 
@@ -27,16 +43,19 @@ def test_bench_runs_and_reports_every_case(python: str) -> None:
             "3",
             "--per-batch",
             "20",
+            "--throughput-seconds",
+            "0.05",
             "--json",
         ],
         cwd=PYTHON_ROOT.parent,
         env=subprocess_env(),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # the stderr backend case writes to its own stream
     numbers = json.loads(result.stdout)
-    assert set(numbers) == CASES
-    assert all(v > 0 for v in numbers.values())
+    assert set(numbers) == CASES | STREAM_CASES
+    assert all(numbers[case] > 0 for case in CASES)
+    assert all(numbers[case] > 0 for case in STREAM_CASES if not case.endswith("_pct"))

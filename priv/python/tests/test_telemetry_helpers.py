@@ -550,3 +550,16 @@ def test_span_as_async_context_manager(recorder: RecordingBackend) -> None:
 
 def test_span_exposes_its_operation() -> None:
     assert telemetry.span("tool.execution").operation == "tool.execution"
+
+
+def test_span_start_measurements_go_into_the_start_event_only(
+    recorder: RecordingBackend,
+) -> None:
+    with telemetry.span(
+        "python.call", {"tool": "t"}, start_measurements={"request_size": 5, "system_time": -1}
+    ):
+        pass
+    start, stop = recorder.events
+    assert start.measurements["request_size"] == 5
+    assert start.measurements["system_time"] > 0  # cannot be overridden
+    assert "request_size" not in stop.measurements

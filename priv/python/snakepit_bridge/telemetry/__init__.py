@@ -19,7 +19,9 @@ Public API:
 * :func:`emit` -- one event; never raises, cheap, a no-op while telemetry is off;
 * :func:`span` -- ``.start`` / ``.stop`` / ``.exception`` events around a block;
 * :func:`set_backend`, :func:`get_backend`, :func:`is_enabled` -- where events go
-  (``PYTHON_SNAKEPIT_TELEMETRY=stderr`` selects the stderr backend at import);
+  (``PYTHON_SNAKEPIT_TELEMETRY=stderr`` selects the stderr backend at import; the
+  gRPC worker installs :class:`~.backends.grpc.GrpcBackend` feeding a
+  :class:`TelemetryStream`, see :mod:`.stream`);
 * :func:`current_correlation_id`, :func:`use_correlation_id` -- the correlation
   id that ``emit`` uses by default;
 * :func:`stats` -- what the helpers dropped (see :mod:`.stats`).
@@ -39,6 +41,7 @@ from .stats import snapshot as stats
 __all__ = [
     "Span",
     "TelemetryBackend",
+    "TelemetryStream",
     "current_correlation_id",
     "emit",
     "get_backend",
@@ -48,3 +51,13 @@ __all__ = [
     "stats",
     "use_correlation_id",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # TelemetryStream imports asyncio: loaded on first use, so that programs
+    # using only emit/span with the stderr backend do not pay for it.
+    if name == "TelemetryStream":
+        from .stream import TelemetryStream
+
+        return TelemetryStream
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

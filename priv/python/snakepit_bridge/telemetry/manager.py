@@ -4,9 +4,13 @@ At import the environment variable ``PYTHON_SNAKEPIT_TELEMETRY`` decides
 (case-insensitive, surrounding whitespace ignored):
 
 * ``stderr`` -- a :class:`~.backends.stderr.StderrBackend` writing to ``sys.stderr``;
+* ``grpc`` -- the gRPC backend, which only a worker can provide (it needs the
+  worker's ``TelemetryStream``): no backend at import, and ``grpc_server.py``
+  installs a :class:`~.backends.grpc.GrpcBackend` at start-up (as it does when the
+  variable is unset);
 * unset, empty or ``off`` -- no backend: ``emit`` does nothing and
   :func:`is_enabled` is ``False`` until :func:`set_backend` installs one (the gRPC
-  worker does that at start-up);
+  worker does that at start-up unless the value is ``off``);
 * anything else -- no backend, and one warning through :mod:`logging`.
 
 The active backend is a single module-level reference: reading it is one
@@ -22,7 +26,14 @@ import os
 from .backends.base import TelemetryBackend
 from .backends.stderr import StderrBackend
 
-__all__ = ["ENV_VAR", "backend_from_env", "get_backend", "is_enabled", "set_backend"]
+__all__ = [
+    "ENV_VAR",
+    "backend_from_env",
+    "choice_from_env",
+    "get_backend",
+    "is_enabled",
+    "set_backend",
+]
 
 #: Environment variable that selects the backend at import.
 ENV_VAR = "PYTHON_SNAKEPIT_TELEMETRY"
@@ -64,9 +75,19 @@ def backend_from_env(value: str | None) -> TelemetryBackend | None:
     choice = (value or "").strip().lower()
     if choice == "stderr":
         return StderrBackend()
-    if choice not in ("", "off"):
-        _log.warning("%s=%r is not one of: stderr, off; telemetry stays off", ENV_VAR, value)
+    if choice not in ("", "off", "grpc"):
+        _log.warning("%s=%r is not one of: stderr, grpc, off; telemetry stays off", ENV_VAR, value)
     return None
+
+
+def choice_from_env(value: str | None) -> str:
+    """``"stderr"``, ``"grpc"`` or ``"off"``: what a worker should install for
+    this value of ``PYTHON_SNAKEPIT_TELEMETRY`` (unset or empty means ``"grpc"``,
+    an unknown value ``"off"``)."""
+    choice = (value or "").strip().lower()
+    if choice in ("", "grpc"):
+        return "grpc"
+    return choice if choice in ("stderr", "off") else "off"
 
 
 set_backend(backend_from_env(os.environ.get(ENV_VAR)))

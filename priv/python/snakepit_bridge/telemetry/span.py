@@ -26,6 +26,7 @@ class Span:
     Events (``operation`` is e.g. ``"tool.execution"``):
 
     * on enter: ``f"{operation}.start"`` with ``{"system_time": time.time_ns()}``
+      (plus the ``start_measurements`` given to :func:`span`, e.g. a request size)
       and the span's metadata;
     * on normal exit: ``f"{operation}.stop"`` with ``{"duration": ns}``;
     * when the block raises (any ``BaseException``, including cancellation):
@@ -50,6 +51,7 @@ class Span:
 
     __slots__ = (
         "_correlation_id",
+        "_start_measurements",
         "_extra_measurements",
         "_extra_metadata",
         "_metadata",
@@ -63,8 +65,10 @@ class Span:
         operation: str,
         metadata: Mapping[str, Any] | None = None,
         correlation_id: str | None = None,
+        start_measurements: Mapping[str, Any] | None = None,
     ) -> None:
         self._operation = operation
+        self._start_measurements = start_measurements
         self._metadata = coerce_metadata(metadata)
         self._correlation_id = (
             correlation_id
@@ -105,9 +109,12 @@ class Span:
             self._correlation_id = get_correlation_id()
         else:
             self._token = set_correlation_id(self._correlation_id)
+        start = self._start_measurements
         emit(
             self._operation + ".start",
-            {"system_time": time.time_ns()},
+            {"system_time": time.time_ns()}
+            if start is None
+            else {**start, "system_time": time.time_ns()},
             self._metadata,
             self._correlation_id,
         )
@@ -163,6 +170,8 @@ def span(
     operation: str,
     metadata: Mapping[str, Any] | None = None,
     correlation_id: str | None = None,
+    *,
+    start_measurements: Mapping[str, Any] | None = None,
 ) -> Span:
     """Times the ``with`` (or ``async with``) block as ``operation``; see :class:`Span`.
 
@@ -171,8 +180,11 @@ def span(
         with span("tool.execution", {"tool": name}, correlation_id=request_id) as s:
             result = run(name)
             s.set_measurement("count", len(result))
+
+    ``start_measurements`` go into the start event next to ``system_time``
+    (which they cannot override), e.g. ``{"request_size": n}`` for ``python.call``.
     """
-    return Span(operation, metadata, correlation_id)
+    return Span(operation, metadata, correlation_id, start_measurements)
 
 
 def _bounded_message(exc: BaseException | None) -> str:

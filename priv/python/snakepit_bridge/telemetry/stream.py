@@ -1,0 +1,676 @@
+"""The worker's end of the telemetry stream to Elixir.
+
+::
+
+    stream = TelemetryStream(max_buffer=1024)
+    telemetry.set_backend(GrpcBackend(stream))     # emit() from any thread feeds it
+
+    # in the BridgeService (grpc.aio) servicer:
+    async def StreamTelemetryBatched(self, request_iterator, context):
+        async for frame in stream.stream_batched(request_iterator, context):
+            yield frame
+
+Emit side (:meth:`TelemetryStream.emit`, any thread, must be cheap)
+    A cached per-event-name verdict decides at once whether the event passes;
+    only then is the event stored as a plain tuple
+    ``(name, measurements, metadata, time.time_ns(), correlation_id)`` in a
+    bounded buffer (default 1024 events). When the buffer is full the event is
+    dropped and counted. Protobuf is never built here. If the consumer is parked
+    waiting for events, the emitting thread wakes it with one
+    ``loop.call_soon_threadsafe``; under load the consumer is busy and nobody pays
+    for a wake-up. Events emitted before any stream attaches wait in the buffer.
+
+    The bound is checked without a lock, so threads emitting at the very same
+    moment can overshoot it by at most one event each.
+
+Stream side (:meth:`stream`, :meth:`stream_batched`, async generators on the
+gRPC server's event loop)
+    * Both send the response headers (``send_initial_metadata``) as soon as the
+      RPC opens, so the client's open completes without waiting for an event.
+    * A task reads the request stream concurrently and applies each
+      ``TelemetryControl`` frame at once (see *Controls*).
+    * Events are taken from the buffer as they come: the batched RPC sends
+      everything already buffered (up to ``max_batch`` events and about
+      ``max_batch_bytes``) in one ``TelemetryEventBatch``, never waiting to fill a
+      batch. Every batch carries the running totals (``emitted_total``,
+      ``dropped_total``, ``sampled_out_total``, ``filtered_out_total``,
+      ``disabled_total``). When there is nothing to send, nothing is sent, except
+      that an idle batched stream sends one batch without events when the totals
+      changed in the last ``totals_interval`` seconds (1 s by default), so
+      Elixir sees drops and sampling even when no event passes.
+    * One consumer at a time: a stream that opens while another is attached
+      *replaces* it. The old one ends at once (its RPC finishes with status OK)
+      and the new one receives everything still buffered. That is what a
+      reconnecting client needs: the old server-side call may linger until
+      HTTP/2 notices the broken connection, and it must not keep the events.
+    * When either side ends, both close: the request stream ending (the client
+      half-closed or went away) ends the response stream, and the response
+      stream ending (replacement, :meth:`close`, cancellation) stops the reader.
+      Events still buffered then stay for the next stream.
+    * :meth:`close` lets the attached stream send everything buffered, then ends
+      it; later emits are counted as dropped and later streams are refused with
+      ``UNAVAILABLE``.
+
+Controls (initially: enabled, sampling rate 1.0, no filter)
+    * ``toggle(enabled)`` -- while off, events are counted in ``disabled`` and not kept;
+    * ``sampling(rate, event_patterns)`` -- ``rate`` clamped to [0, 1] (NaN
+      ignored); each event is kept with probability ``rate``; with patterns
+      (``fnmatch`` globs on the Python name, e.g. ``python.*``) only matching events
+      are sampled and the others always pass;
+    * ``filter(allow, deny)`` -- globs; an event matching any ``deny`` pattern is
+      filtered out; with a non-empty ``allow`` an event must match one of them.
+    Order of the checks: closed, disabled, filter, sampling, buffer full.
+    Events already buffered are not affected by a later control.
+
+Counters (:meth:`stats`, running totals since the stream object was created)
+    ``emitted`` (every emit call, before any decision) = ``sent`` + ``dropped`` +
+    ``sampled_out`` + ``filtered_out`` + ``disabled`` + ``buffered`` + events in
+    flight. ``dropped`` counts events lost in the worker: buffer full, emitted
+    after :meth:`close`, too large for one frame (``max_frame_bytes``), not
+    encodable (values no caller of the public ``emit`` can pass), or taken for a
+    frame that could not be written because the RPC broke.
+
+Frames: by default the generators yield protobuf messages, so they work with
+the generated ``add_BridgeServiceServicer_to_server``. With ``raw=True`` they
+yield the serialized bytes (encoded by :mod:`.wire`), which saves parsing and
+re-serializing every frame; the server must then register a serializer that
+passes bytes through (``grpc_server.add_bridge_service`` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from fnmatch import fnmatchcase
+from typing import Any
+
+from .wire import BATCH_TOTAL_TAGS, EventEncoder
+
+__all__ = ["TelemetryStream"]
+
+_log = logging.getLogger(__name__)
+
+_time_ns = time.time_ns
+_random = random.random
+
+#: Verdicts cached per event name (True: the event passes).
+_DISABLED = "disabled"
+_FILTERED = "filtered_out"
+_CLOSED = "dropped"
+
+#: At most this many event names get a cached verdict per policy.
+_VERDICT_CACHE_LIMIT = 4096
+
+#: Events per frame of the stock (one event per message) RPC taken at once.
+_STOCK_CHUNK = 64
+
+#: Bytes of a batch besides its events (the totals: at most 5 x 11 bytes).
+_BATCH_OVERHEAD = 64
+
+_TAG_DROPPED = BATCH_TOTAL_TAGS["dropped_total"]
+_TAG_EMITTED = BATCH_TOTAL_TAGS["emitted_total"]
+_TAG_SAMPLED_OUT = BATCH_TOTAL_TAGS["sampled_out_total"]
+_TAG_FILTERED_OUT = BATCH_TOTAL_TAGS["filtered_out_total"]
+_TAG_DISABLED = BATCH_TOTAL_TAGS["disabled_total"]
+
+
+class _Policy(dict):
+    """The settings in force plus the verdicts derived from them, keyed by
+    event name. Immutable settings: a control installs a new policy (an atomic
+    swap), so a verdict computed from old settings can never land in the new
+    cache."""
+
+    __slots__ = ("allow", "closed", "deny", "enabled", "patterns", "rate")
+
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        rate: float = 1.0,
+        patterns: tuple[str, ...] = (),
+        allow: tuple[str, ...] = (),
+        deny: tuple[str, ...] = (),
+        closed: bool = False,
+    ) -> None:
+        super().__init__()
+        self.enabled = enabled
+        self.rate = rate
+        self.patterns = patterns
+        self.allow = allow
+        self.deny = deny
+        self.closed = closed
+
+    def replace(self, **changes: Any) -> _Policy:
+        settings = {
+            "enabled": self.enabled,
+            "rate": self.rate,
+            "patterns": self.patterns,
+            "allow": self.allow,
+            "deny": self.deny,
+            "closed": self.closed,
+        }
+        settings.update(changes)
+        return _Policy(**settings)
+
+    def decide(self, name: str) -> bool | float | str:
+        """True (keep), a float (keep with that probability) or the name of the
+        counter that records the event as not kept."""
+        verdict: bool | float | str
+        if self.closed:
+            verdict = _CLOSED
+        elif not self.enabled:
+            verdict = _DISABLED
+        elif (self.deny and _matches(name, self.deny)) or (
+            self.allow and not _matches(name, self.allow)
+        ):
+            verdict = _FILTERED
+        elif self.rate < 1.0 and (not self.patterns or _matches(name, self.patterns)):
+            verdict = self.rate
+        else:
+            verdict = True
+        if len(self) < _VERDICT_CACHE_LIMIT:
+            self[name] = verdict
+        return verdict
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "sampling_rate": self.rate,
+            "sampling_patterns": list(self.patterns),
+            "allow": list(self.allow),
+            "deny": list(self.deny),
+            "closed": self.closed,
+        }
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def _patterns(values: Iterable[Any]) -> tuple[str, ...]:
+    return tuple(str(v) for v in values if str(v))
+
+
+class _Session:
+    """One attached consumer (one RPC)."""
+
+    __slots__ = ("done", "ended", "in_flight", "reason", "waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.ended = False
+        self.reason = ""
+        self.waiter: asyncio.Future[str] | None = None
+        self.in_flight = 0
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def end(self, reason: str) -> None:
+        if not self.ended:
+            self.ended = True
+            self.reason = reason
+        _resolve(self.waiter, "ended")
+
+
+def _resolve(future: asyncio.Future[Any] | None, value: Any) -> None:
+    if future is not None and not future.done():
+        future.set_result(value)
+
+
+class TelemetryStream:
+    """Bounded buffer of telemetry events plus the two streaming RPC handlers.
+
+    See the module documentation for the full behaviour. ``max_buffer`` bounds
+    the buffered events; ``max_frame_bytes`` is the largest frame the receiver
+    accepts (the Rust side's ``max_frame_bytes``, 4 MiB by default; an event that
+    alone does not fit is dropped); ``max_batch_bytes`` the size a batch aims
+    to stay under; ``totals_interval`` how often an idle batched stream may send
+    a batch with only changed totals (``0`` never).
+    """
+
+    def __init__(
+        self,
+        max_buffer: int = 1024,
+        *,
+        max_frame_bytes: int = 4 * 1024 * 1024,
+        max_batch_bytes: int = 1024 * 1024,
+        totals_interval: float = 1.0,
+    ) -> None:
+        if max_buffer < 1:
+            raise ValueError("max_buffer must be at least 1")
+        self.max_buffer = max_buffer
+        self.max_frame_bytes = max_frame_bytes
+        self.max_batch_bytes = min(max_batch_bytes, max_frame_bytes)
+        self.totals_interval = totals_interval
+        self._buffer: deque[tuple[str, dict, dict, int, str | None]] = deque()
+        self._policy = _Policy()
+        self._lock = threading.Lock()
+        # Counted under _lock. "emitted" is derived (see stats()).
+        self._counts = {
+            "dropped": 0,
+            "sampled_out": 0,
+            "filtered_out": 0,
+            "disabled": 0,
+            "sent": 0,
+            "taken": 0,
+            "controls": 0,
+            "streams": 0,
+        }
+        self._carry: list[tuple[str, dict, dict, int, str | None]] = []
+        self._encoder = EventEncoder()
+        self._parked = False
+        self._session: _Session | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+
+    # --- emit side (any thread) ---------------------------------------------
+
+    def emit(
+        self,
+        event_name: str,
+        measurements: dict[str, int | float],
+        metadata: dict[str, str],
+        correlation_id: str | None = None,
+    ) -> None:
+        """Queues one event (see the module docs); never blocks.
+
+        ``measurements`` and ``metadata`` are copied (they may be the caller's
+        own dicts). Values are expected as the public ``emit`` delivers them
+        (numbers; strings), the encoder copes with others."""
+        policy = self._policy
+        verdict = policy.get(event_name)
+        if verdict is not True:
+            if verdict is None:
+                verdict = policy.decide(event_name)
+            if verdict is not True:
+                if type(verdict) is float:
+                    if _random() >= verdict:
+                        self._count("sampled_out")
+                        return
+                else:
+                    self._count(verdict)  # type: ignore[arg-type]
+                    return
+        buffer = self._buffer
+        if len(buffer) < self.max_buffer:
+            buffer.append(
+                (event_name, measurements.copy(), metadata.copy(), _time_ns(), correlation_id)
+            )
+            if self._parked:
+                self._parked = False
+                self._wake()
+        else:
+            self._count("dropped")
+
+    def _count(self, name: str, by: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += by
+
+    def _wake(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(self._on_wake)
+
+    def _on_wake(self) -> None:
+        session = self._session
+        if session is not None:
+            _resolve(session.waiter, "event")
+
+    # --- controls -------------------------------------------------------------
+
+    def toggle(self, enabled: bool) -> None:
+        """Turns telemetry on or off (events emitted while off are counted in ``disabled``)."""
+        self._install(enabled=bool(enabled))
+
+    def update_sampling(self, rate: float, patterns: Iterable[str] = ()) -> None:
+        """Keeps each (matching) event with probability ``rate`` (clamped to [0, 1];
+        NaN is ignored). With ``patterns`` only events matching one of the globs are
+        sampled; others pass."""
+        rate = float(rate)
+        if math.isnan(rate):
+            _log.warning("telemetry sampling rate NaN ignored")
+            return
+        self._install(rate=min(max(rate, 0.0), 1.0), patterns=_patterns(patterns))
+
+    def update_filter(self, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> None:
+        """Event-name globs: ``deny`` wins; a non-empty ``allow`` admits only matches."""
+        self._install(allow=_patterns(allow), deny=_patterns(deny))
+
+    def apply_control(self, control: Any) -> None:
+        """Applies one ``snakepit.bridge.TelemetryControl`` message."""
+        kind = control.WhichOneof("control")
+        if kind == "toggle":
+            self.toggle(control.toggle.enabled)
+        elif kind == "sampling":
+            self.update_sampling(control.sampling.sampling_rate, control.sampling.event_patterns)
+        elif kind == "filter":
+            self.update_filter(control.filter.allow, control.filter.deny)
+        else:
+            _log.debug("empty TelemetryControl ignored")
+            return
+        self._count("controls")
+
+    def settings(self) -> dict[str, Any]:
+        """The settings in force: ``enabled``, ``sampling_rate``,
+        ``sampling_patterns``, ``allow``, ``deny``, ``closed``."""
+        return self._policy.settings()
+
+    def _install(self, **changes: Any) -> None:
+        with self._lock:  # two controls at once must not lose one another's change
+            self._policy = self._policy.replace(**changes)
+
+    # --- counters ---------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Running totals since creation: ``emitted``, ``sent``, ``dropped``,
+        ``sampled_out``, ``filtered_out``, ``disabled``; plus ``buffered`` (now),
+        ``controls`` (applied), ``streams`` (opened) and ``attached`` (0 or 1)."""
+        with self._lock:
+            counts = dict(self._counts)
+            buffered = len(self._buffer) + len(self._carry)
+        taken = counts.pop("taken")
+        counts["emitted"] = (
+            taken
+            + buffered
+            + counts["dropped"]
+            + counts["sampled_out"]
+            + counts["filtered_out"]
+            + counts["disabled"]
+        )
+        counts["buffered"] = buffered
+        counts["attached"] = int(self._session is not None)
+        return counts
+
+    def _totals(self) -> tuple[tuple[bytes, int], ...]:
+        """The running totals of a batch as ``(tag, value)`` pairs (once per frame)."""
+        with self._lock:
+            c = self._counts
+            dropped, sampled, filtered, disabled = (
+                c["dropped"],
+                c["sampled_out"],
+                c["filtered_out"],
+                c["disabled"],
+            )
+            emitted = (
+                c["taken"]
+                + len(self._buffer)
+                + len(self._carry)
+                + dropped
+                + sampled
+                + filtered
+                + disabled
+            )
+        return (
+            (_TAG_DROPPED, dropped),
+            (_TAG_EMITTED, emitted),
+            (_TAG_SAMPLED_OUT, sampled),
+            (_TAG_FILTERED_OUT, filtered),
+            (_TAG_DISABLED, disabled),
+        )
+
+    # --- closing ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Lets the attached stream send what is buffered, then ends it; later
+        emits are dropped (counted) and later streams refused. Idempotent; any
+        thread. See :meth:`aclose` to wait for the flush."""
+        if self._closing:
+            return
+        self._closing = True
+        self._install(closed=True)
+        self._parked = False
+        self._wake()
+
+    async def aclose(self, timeout: float = 5.0) -> bool:
+        """:meth:`close`, then waits (at most ``timeout`` seconds) until the
+        attached stream has sent everything and ended. True if it did (or no
+        stream was attached)."""
+        self.close()
+        session = self._session
+        if session is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(session.done), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    # --- stream side (the gRPC server's event loop) ---------------------------------
+
+    async def stream(
+        self, request_iterator: Any, context: Any, *, raw: bool = False
+    ) -> AsyncIterator[Any]:
+        """Handler body of the stock ``StreamTelemetry`` RPC: one
+        ``TelemetryEvent`` per event (its serialized bytes when ``raw``)."""
+        from snakepit_bridge.proto import snakepit_bridge_pb2 as pb
+
+        parse = pb.TelemetryEvent.FromString
+        frames = self._run(request_iterator, context, batched=False, max_batch=0)
+        async with contextlib.aclosing(frames):
+            async for session, bodies in frames:
+                for index, body in enumerate(bodies):
+                    session.in_flight = len(bodies) - index
+                    yield body if raw else parse(body)
+                    session.in_flight -= 1
+                    self._count("sent")
+
+    async def stream_batched(
+        self, request_iterator: Any, context: Any, max_batch: int = 512, *, raw: bool = False
+    ) -> AsyncIterator[Any]:
+        """Handler body of ``StreamTelemetryBatched``: ``TelemetryEventBatch``
+        frames of up to ``max_batch`` events plus the running totals (the
+        serialized bytes when ``raw``)."""
+        from snakepit_bridge.proto import snakepit_bridge_pb2 as pb
+
+        parse = pb.TelemetryEventBatch.FromString
+        max_batch = max(int(max_batch), 1)
+        frames = self._run(request_iterator, context, batched=True, max_batch=max_batch)
+        async with contextlib.aclosing(frames):
+            async for session, (frame, count) in frames:
+                session.in_flight = count
+                yield frame if raw else parse(frame)
+                session.in_flight = 0
+                if count:
+                    self._count("sent", count)
+
+    async def _run(
+        self, request_iterator: Any, context: Any, *, batched: bool, max_batch: int
+    ) -> AsyncIterator[Any]:
+        """Attaches, reads controls, and yields ``(session, payload)`` where the
+        payload is a list of event bodies (stock) or ``(batch bytes, event count)``."""
+        loop = asyncio.get_running_loop()
+        if self._closing:
+            await _abort(context, "telemetry stream is closed (worker shutting down)")
+            return
+        await _send_headers(context)
+        session = self._attach(loop)
+        reader = loop.create_task(self._read_controls(request_iterator, session))
+        last_totals = None
+        try:
+            while not session.ended:
+                if batched:
+                    frame, count, totals = self._take_batch(max_batch)
+                    if count:
+                        last_totals = totals
+                        yield session, (frame, count)
+                        continue
+                else:
+                    bodies = self._take_events(_STOCK_CHUNK)
+                    if bodies:
+                        yield session, bodies
+                        continue
+                if self._closing:
+                    break
+                woke = await self._park(loop, session, batched)
+                if woke == "timeout" and batched:
+                    totals = self._totals()
+                    if totals != last_totals:
+                        last_totals = totals
+                        yield session, (b"".join(EventEncoder.totals(totals)), 0)
+        finally:
+            reader.cancel()
+            if session.in_flight:  # taken for a frame the broken RPC did not take
+                with self._lock:
+                    self._counts["dropped"] += session.in_flight
+                    self._counts["taken"] -= session.in_flight
+                session.in_flight = 0
+            self._detach(session)
+
+    async def _park(self, loop: asyncio.AbstractEventLoop, session: _Session, batched: bool) -> str:
+        waiter: asyncio.Future[str] = loop.create_future()
+        session.waiter = waiter
+        self._parked = True
+        # An emit may have appended between our empty take and `_parked = True`.
+        if self._buffer or self._carry or session.ended or self._closing:
+            self._unpark(session)
+            return "event"
+        timer = None
+        if batched and self.totals_interval > 0:
+            timer = loop.call_later(self.totals_interval, _resolve, waiter, "timeout")
+        try:
+            return await waiter
+        finally:
+            self._unpark(session)
+            if timer is not None:
+                timer.cancel()
+
+    def _unpark(self, session: _Session) -> None:
+        session.waiter = None
+        # A replaced session must not clear the flag of the one that replaced it.
+        if self._session is session:
+            self._parked = False
+
+    def _take(self, limit: int) -> list[tuple[str, dict, dict, int, str | None]]:
+        with self._lock:
+            items = self._carry
+            self._carry = []
+            popleft = self._buffer.popleft
+            items += [popleft() for _ in range(min(limit - len(items), len(self._buffer)))]
+            self._counts["taken"] += len(items)
+        return items
+
+    def _give_back(self, items: list[tuple[str, dict, dict, int, str | None]]) -> None:
+        with self._lock:
+            self._carry = items + self._carry
+            self._counts["taken"] -= len(items)
+
+    def _take_events(self, limit: int) -> list[bytes]:
+        items = self._take(limit)
+        if not items:
+            return []
+        bodies, _, failed = self._encoder.encode_safe(items, framed=False)
+        if failed:
+            self._lost_to_encoding(failed)
+        if not bodies:
+            return []
+        too_big = self.max_frame_bytes - 16
+        if max(map(len, bodies)) > too_big:
+            kept = [b for b in bodies if len(b) <= too_big]
+            with self._lock:
+                self._counts["dropped"] += len(bodies) - len(kept)
+                self._counts["taken"] -= len(bodies) - len(kept)
+            bodies = kept
+        return bodies
+
+    def _take_batch(self, max_batch: int) -> tuple[bytes, int, Any]:
+        items = self._take(max_batch)
+        if not items:
+            return b"", 0, None
+        pieces, items, failed = self._encoder.encode_safe(items, framed=True)
+        if failed:
+            self._lost_to_encoding(failed)
+        budget = self.max_batch_bytes - _BATCH_OVERHEAD
+        if sum(map(len, pieces)) > budget:
+            pieces, items = self._fit(pieces, items, budget)
+        if not items:
+            return b"", 0, None
+        totals = self._totals()
+        pieces.extend(EventEncoder.totals(totals))
+        return b"".join(pieces), len(items), totals
+
+    def _lost_to_encoding(self, failed: int) -> None:
+        with self._lock:
+            self._counts["dropped"] += failed
+            self._counts["taken"] -= failed
+        _log.warning("%d telemetry event(s) could not be encoded and were dropped", failed)
+
+    def _fit(
+        self, pieces: list[bytes], items: list[Any], budget: int
+    ) -> tuple[list[bytes], list[Any]]:
+        """Cuts an over-large batch: keeps a prefix that fits (at least one event
+        if it fits in a frame), gives the rest back, drops a lone event too big
+        for any frame."""
+        size = 0
+        for index in range(len(items)):
+            event_size = sum(map(len, pieces[2 * index : 2 * index + 2]))
+            if size + event_size > budget and index > 0:
+                self._give_back(items[index:])
+                return pieces[: 2 * index], items[:index]
+            if event_size > self.max_frame_bytes - _BATCH_OVERHEAD:
+                # Alone it would still break the receiver's frame limit.
+                self._give_back(items[index + 1 :])
+                with self._lock:
+                    self._counts["dropped"] += 1
+                    self._counts["taken"] -= 1
+                _log.warning(
+                    "telemetry event %r too large (%d bytes) dropped", items[index][0], event_size
+                )
+                return pieces[: 2 * index], items[:index]
+            size += event_size
+        return pieces, items
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> _Session:
+        previous = self._session
+        if previous is not None:
+            previous.end("replaced by a new stream")
+        session = _Session(loop)
+        self._loop = loop
+        self._session = session
+        self._count("streams")
+        return session
+
+    def _detach(self, session: _Session) -> None:
+        session.end(session.reason or "finished")
+        if self._session is session:
+            self._session = None
+            self._parked = False
+        _resolve(session.done, None)
+
+    async def _read_controls(self, request_iterator: Any, session: _Session) -> None:
+        reason = "request stream ended"
+        try:
+            async for control in request_iterator:
+                if session.ended:
+                    return
+                try:
+                    self.apply_control(control)
+                except Exception:
+                    _log.exception("bad TelemetryControl ignored")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the RPC broke
+            reason = f"request stream failed: {exc!r}"
+        session.end(reason)
+
+
+async def _send_headers(context: Any) -> None:
+    send = getattr(context, "send_initial_metadata", None)
+    if send is None:
+        return
+    with contextlib.suppress(Exception):  # e.g. already sent, or the call is gone
+        await send(())
+
+
+async def _abort(context: Any, message: str) -> None:
+    import grpc
+
+    await context.abort(grpc.StatusCode.UNAVAILABLE, message)

@@ -1,0 +1,129 @@
+"""Helpers for tests that talk to a real in-process ``grpc.aio`` BridgeService."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+import grpc_server
+from snakepit_bridge import telemetry
+from snakepit_bridge.proto import snakepit_bridge_pb2 as pb
+from snakepit_bridge.proto import snakepit_bridge_pb2_grpc as pb_grpc
+from snakepit_bridge.telemetry.backends.grpc import GrpcBackend
+from snakepit_bridge.telemetry.stream import TelemetryStream
+
+
+@dataclass
+class Harness:
+    stream: TelemetryStream
+    port: int
+    server: Any
+    servicer: grpc_server.BridgeService
+    channel: grpc.aio.Channel
+    stub: pb_grpc.BridgeServiceStub
+
+
+@asynccontextmanager
+async def serving(
+    stream: TelemetryStream | None = None,
+    *,
+    max_batch: int = 512,
+    install_backend: bool = True,
+) -> AsyncIterator[Harness]:
+    """A started server on 127.0.0.1:0 plus a client channel to it. With
+    ``install_backend`` the stream is also the active telemetry backend."""
+    stream = stream if stream is not None else TelemetryStream()
+    if install_backend:
+        telemetry.set_backend(GrpcBackend(stream))
+    server, port, servicer = await grpc_server.start_server(
+        telemetry_stream=stream, max_batch=max_batch
+    )
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Harness(stream, port, server, servicer, channel, pb_grpc.BridgeServiceStub(channel))
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+class Controls:
+    """A request stream the test feeds: ``send`` a control, ``end`` half-closes."""
+
+    def __init__(self, *initial: pb.TelemetryControl) -> None:
+        self._queue: asyncio.Queue[pb.TelemetryControl | None] = asyncio.Queue()
+        for control in initial:
+            self.send(control)
+
+    def send(self, control: pb.TelemetryControl) -> None:
+        self._queue.put_nowait(control)
+
+    def end(self) -> None:
+        self._queue.put_nowait(None)
+
+    async def __aiter__(self) -> AsyncIterator[pb.TelemetryControl]:
+        while True:
+            control = await self._queue.get()
+            if control is None:
+                return
+            yield control
+
+
+def toggle(enabled: bool) -> pb.TelemetryControl:
+    return pb.TelemetryControl(toggle=pb.TelemetryToggle(enabled=enabled))
+
+
+def sampling(rate: float, patterns: list[str] | None = None) -> pb.TelemetryControl:
+    return pb.TelemetryControl(
+        sampling=pb.TelemetrySamplingUpdate(sampling_rate=rate, event_patterns=patterns or [])
+    )
+
+
+def event_filter(
+    allow: list[str] | None = None, deny: list[str] | None = None
+) -> pb.TelemetryControl:
+    return pb.TelemetryControl(filter=pb.TelemetryEventFilter(allow=allow or [], deny=deny or []))
+
+
+def name(event: pb.TelemetryEvent) -> str:
+    return ".".join(event.event_parts)
+
+
+def measurements(event: pb.TelemetryEvent) -> dict[str, Any]:
+    return {k: getattr(v, v.WhichOneof("value")) for k, v in event.measurements.items()}
+
+
+async def read_batches(
+    call: Any, events: int, timeout: float = 5.0
+) -> list[pb.TelemetryEventBatch]:
+    """Batches from a ``StreamTelemetryBatched`` call until ``events`` events came."""
+    batches: list[pb.TelemetryEventBatch] = []
+    seen = 0
+    deadline = time.monotonic() + timeout
+    while seen < events:
+        batch = await asyncio.wait_for(call.read(), max(deadline - time.monotonic(), 0.01))
+        assert batch is not grpc.aio.EOF, f"stream ended after {seen} of {events} events"
+        batches.append(batch)
+        seen += len(batch.events)
+    return batches
+
+
+async def read_events(call: Any, events: int, timeout: float = 5.0) -> list[pb.TelemetryEvent]:
+    return [e for b in await read_batches(call, events, timeout) for e in b.events]
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+def json_any(value: Any) -> Any:
+    return grpc_server.encode_json(value)

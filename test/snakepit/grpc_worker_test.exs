@@ -1,0 +1,128 @@
+defmodule Snakepit.GRPCWorkerTest do
+  use ExUnit.Case, async: false
+
+  alias Snakepit.GRPCWorker
+  alias Snakepit.Telemetry.Naming
+  alias Snakepit.Test.PythonWorker
+
+  @events Naming.python_events() ++
+            [Naming.worker_event(:spawned), Naming.worker_event(:terminated)] ++
+            Naming.grpc_events()
+
+  setup do
+    ref = :telemetry_test.attach_event_handlers(self(), @events)
+    on_exit(fn -> :telemetry.detach(ref) end)
+    id = "gw#{System.unique_integer([:positive])}"
+    {:ok, id: id}
+  end
+
+  defp start_worker(id, opts \\ []) do
+    start_supervised!({GRPCWorker, [id: id, pool_name: :worker_test] ++ opts})
+  end
+
+  test "emits spawned when ready and terminated when stopped; the Python process ends", %{id: id} do
+    pid = start_worker(id)
+
+    assert_receive {[:snakepit, :pool, :worker, :spawned], _, %{duration: d, system_time: _},
+                    %{
+                      worker_id: ^id,
+                      pool_name: :worker_test,
+                      worker_pid: ^pid,
+                      python_port: port,
+                      mode: :grpc
+                    }}
+
+    assert d > 0 and is_integer(port)
+    {:ok, %{python_pid: os_pid}} = GRPCWorker.info(pid)
+    assert PythonWorker.alive?(%{os_pid: os_pid})
+
+    {:ok, _} = GRPCWorker.execute(pid, "ping", %{})
+    GenServer.stop(pid)
+
+    assert_receive {[:snakepit, :pool, :worker, :terminated], _,
+                    %{lifetime: _, total_commands: 1},
+                    %{worker_id: ^id, reason: :normal, planned: true}}
+
+    refute PythonWorker.alive?(%{os_pid: os_pid})
+  end
+
+  test "a tool call's correlation id is on every Python event of the call", %{id: id} do
+    pid = start_worker(id)
+
+    assert {:ok, %{"operation" => "test"}} =
+             GRPCWorker.execute(pid, "telemetry_demo", %{operation: "test", delay_ms: 10},
+               correlation_id: "corr-tool-1"
+             )
+
+    for event <- [
+          [:snakepit, :python, :call, :start],
+          [:snakepit, :python, :tool, :execution, :start],
+          [:snakepit, :python, :tool, :execution, :stop],
+          [:snakepit, :python, :tool, :result_size],
+          [:snakepit, :python, :call, :stop]
+        ] do
+      assert_receive {^event, _, _, %{correlation_id: "corr-tool-1", worker_id: ^id}}, 5_000
+    end
+
+    assert_receive {[:snakepit, :grpc, :call, :stop], _, %{duration: _},
+                    %{correlation_id: "corr-tool-1", rpc_method: "ExecuteTool", grpc_status: "OK"}}
+  end
+
+  test "a failing tool: exception and error events, {:error, _} to the caller", %{id: id} do
+    pid = start_worker(id)
+
+    assert {:error, {:tool_error, message}} =
+             GRPCWorker.execute(pid, "fail", %{}, correlation_id: "c-fail")
+
+    assert message =~ "fail"
+
+    assert_receive {[:snakepit, :python, :call, :exception], _, %{duration: _},
+                    %{correlation_id: "c-fail"}},
+                   5_000
+
+    assert_receive {[:snakepit, :python, :error, :occurred], _, _,
+                    %{correlation_id: "c-fail", error_type: _, error_message: _, traceback: tb}},
+                   5_000
+
+    assert byte_size(tb) > 0
+    assert_receive {[:snakepit, :grpc, :call, :exception], _, _, %{correlation_id: "c-fail"}}
+  end
+
+  test "memory, cpu and gc samples arrive", %{id: id} do
+    start_worker(id, args: ["--sample-interval-ms", "100"])
+
+    assert_receive {[:snakepit, :python, :memory, :sampled], _, %{rss_bytes: rss, vms_bytes: _},
+                    %{worker_id: ^id}},
+                   5_000
+
+    assert rss > 0
+
+    assert_receive {[:snakepit, :python, :cpu, :sampled], _, %{cpu_percent: _},
+                    %{worker_id: ^id}},
+                   5_000
+
+    assert_receive {[:snakepit, :python, :gc, :completed], _,
+                    %{duration: _, collected: _, generation: _}, %{worker_id: ^id}},
+                   5_000
+  end
+
+  test "a worker that never becomes ready fails start-up with a clear error", %{id: id} do
+    Process.flag(:trap_exit, true)
+
+    # An "interpreter" that runs but never prints the ready line.
+    silent = Path.join(System.tmp_dir!(), "silent_python_#{id}.sh")
+    File.write!(silent, "#!/bin/sh\nexec sleep 10\n")
+    File.chmod!(silent, 0o755)
+    on_exit(fn -> File.rm(silent) end)
+
+    assert {:error, {:python_not_ready, message}} =
+             GRPCWorker.start_link(id: id, python: silent, ready_timeout: 300)
+
+    assert message =~ "SNAKEPIT_READY"
+  end
+
+  test "a worker whose interpreter is missing fails start-up", %{id: id} do
+    Process.flag(:trap_exit, true)
+    assert {:error, _} = GRPCWorker.start_link(id: id, python: "/bin/false", ready_timeout: 2_000)
+  end
+end
