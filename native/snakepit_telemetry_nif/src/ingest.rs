@@ -146,22 +146,30 @@ impl Task {
     async fn open(
         &mut self,
     ) -> Result<Result<(Incoming, mpsc::Sender<TelemetryControl>), String>, Stop> {
-        let attempt = open_stream(&self.cfg, self.settings.opening_frames(), self.use_stock);
-        let mut attempt = pin!(attempt);
+        let cfg = self.cfg.clone();
+        let opening = self.settings.opening_frames();
+        let stock = self.use_stock;
+        let attempt = async move { open_stream(&cfg, opening, stock).await };
+        let result = self.recording_controls(attempt).await?;
+        Ok(result.map(|(incoming, tx, stock)| {
+            self.use_stock = stock;
+            (incoming, tx)
+        }))
+    }
+
+    /// Awaits `fut` while recording the control frames that arrive meanwhile
+    /// (they go out with the next connection's opening frames); `Err` when
+    /// the handle is dropped.
+    async fn recording_controls<F: Future>(&mut self, fut: F) -> Result<F::Output, Stop> {
+        let mut fut = pin!(fut);
         loop {
             tokio::select! {
                 biased;
                 c = self.controls.recv() => match c {
                     None => return Err(Stop::Stopped),
-                    // Recorded now, sent with the opening frames of the next attempt.
                     Some(c) => self.settings.record(&c),
                 },
-                r = &mut attempt => {
-                    return Ok(r.map(|(incoming, tx, stock)| {
-                        self.use_stock = stock;
-                        (incoming, tx)
-                    }));
-                }
+                r = &mut fut => return Ok(r),
             }
         }
     }
@@ -393,17 +401,7 @@ impl Task {
             .subsec_nanos() as u64)
             % (capped / 4 + 1);
         let sleep = tokio::time::sleep(Duration::from_millis(capped + jitter));
-        let mut sleep = pin!(sleep);
-        loop {
-            tokio::select! {
-                biased;
-                c = self.controls.recv() => match c {
-                    None => return Err(Stop::Stopped),
-                    Some(c) => self.settings.record(&c),
-                },
-                _ = &mut sleep => return Ok(()),
-            }
-        }
+        self.recording_controls(sleep).await
     }
 }
 
