@@ -49,3 +49,14 @@ def test_telemetry_state_reports_settings_and_counters():
 
 def test_telemetry_state_without_a_stream(recorder):
     assert demo_tools.telemetry_state({}, CTX) == {"backend": "RecordingBackend"}
+
+
+def test_emit_random_is_repeatable_and_mostly_unknown(recorder):
+    demo_tools.emit_random({"count": 200, "seed": 7}, CTX)
+    first = recorder.names()
+    recorder.events.clear()
+    demo_tools.emit_random({"count": 200, "seed": 7}, CTX)
+    assert recorder.names() == first
+    assert len(first) == 200
+    known = {"python.call.start", "tool.result_size", "tool.execution.stop"}
+    assert 20 < sum(name in known for name in first) < 120

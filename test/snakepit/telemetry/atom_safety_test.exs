@@ -2,6 +2,7 @@ defmodule Snakepit.Telemetry.AtomSafetyTest do
   # Not async: the atom count is global, so nothing else may run meanwhile.
   use ExUnit.Case, async: false
 
+  alias Snakepit.GRPCWorker
   alias Snakepit.Telemetry.{Native, Naming, PythonCapture, SafeMetadata}
 
   @ctx %{worker_id: "w", pool_name: :p}
@@ -51,5 +52,76 @@ defmodule Snakepit.Telemetry.AtomSafetyTest do
         PythonCapture.handle_line(~s(TELEMETRY:{"event":"python.z#{i}"}), @ctx)
       end)
     end)
+  end
+
+  describe "100,000 events with random names and keys from real Python workers" do
+    @tag timeout: 120_000
+    test "through gRPC and through stderr, create no atom" do
+      grpc =
+        start_supervised!(
+          {Snakepit.GRPCWorker, id: "atoms_grpc", args: ["--sample-interval-ms", "0"]},
+          id: :grpc
+        )
+
+      stderr =
+        start_supervised!(
+          {Snakepit.GRPCWorker,
+           id: "atoms_stderr",
+           args: ["--sample-interval-ms", "0"],
+           env: [{"PYTHON_SNAKEPIT_TELEMETRY", "stderr"}]},
+          id: :stderr
+        )
+
+      # Warm up both paths so every module involved is loaded.
+      random_events(grpc, stderr, 1_000, 1)
+      before = :erlang.system_info(:atom_count)
+      {grpc_seen, stderr_seen} = random_events(grpc, stderr, 50_000, 2)
+      assert :erlang.system_info(:atom_count) == before
+
+      # Most events made it through (the rest were dropped at the worker's
+      # bounded queue, and counted): the test exercised real traffic.
+      assert grpc_seen > 25_000
+      # (plus the few events of the tool calls themselves)
+      assert stderr_seen >= 50_000
+    end
+  end
+
+  # Emits `n` random events on each worker; returns how many the gRPC stream
+  # received (delivered or rejected) and how many stderr lines were handled.
+  defp random_events(grpc, stderr, n, seed) do
+    capture_before = PythonCapture.stats()
+
+    {:ok, _} =
+      GRPCWorker.execute(grpc, "emit_random", %{count: n, seed: seed, pause_ms: 2},
+        timeout: 60_000
+      )
+
+    {:ok, _} = GRPCWorker.execute(stderr, "emit_random", %{count: n, seed: seed}, timeout: 60_000)
+
+    grpc_stats =
+      wait_until(fn ->
+        {:ok, s} = Snakepit.Telemetry.GrpcStream.stats("atoms_grpc")
+
+        if s.python_emitted > 0 and s.events_received + s.python_dropped >= s.python_emitted,
+          do: s
+      end)
+
+    handled =
+      wait_until(fn ->
+        now = PythonCapture.stats()
+        seen = now.events + now.malformed - capture_before.events - capture_before.malformed
+        if seen >= n, do: seen
+      end)
+
+    {grpc_stats.events_received, handled}
+  end
+
+  defp wait_until(fun, tries \\ 600) do
+    case fun.() do
+      nil when tries > 0 -> Process.sleep(25) && wait_until(fun, tries - 1)
+      nil -> flunk("condition not met")
+      false when tries > 0 -> Process.sleep(25) && wait_until(fun, tries - 1)
+      value -> value
+    end
   end
 end
