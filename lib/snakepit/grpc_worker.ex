@@ -159,7 +159,7 @@ defmodule Snakepit.GRPCWorker do
   defp connect(state, python_port) do
     endpoint = "127.0.0.1:#{python_port}"
     ctx = Map.put(state.ctx, :python_port, python_port)
-    {:ok, _} = GrpcStream.register_worker(endpoint, ctx, Keyword.get(state.opts, :stream, []))
+    state = register_stream(%{state | endpoint: endpoint, ctx: ctx})
     {:ok, channel} = Client.connect(endpoint)
 
     :telemetry.execute(
@@ -175,7 +175,29 @@ defmodule Snakepit.GRPCWorker do
       }
     )
 
-    %{state | endpoint: endpoint, channel: channel, ctx: ctx}
+    %{state | channel: channel}
+  end
+
+  # GrpcStream drops its registrations when it restarts: watch it and
+  # register again, so a worker never silently loses its telemetry.
+  defp register_stream(state) do
+    case Process.whereis(GrpcStream) do
+      nil ->
+        Process.send_after(self(), :register_stream, 50)
+        state
+
+      pid ->
+        Process.monitor(pid)
+
+        case GrpcStream.register_worker(
+               state.endpoint,
+               state.ctx,
+               Keyword.get(state.opts, :stream, [])
+             ) do
+          {:ok, _} -> state
+          {:error, :already_registered} -> state
+        end
+    end
   end
 
   @impl true
@@ -208,6 +230,13 @@ defmodule Snakepit.GRPCWorker do
   end
 
   def handle_info({:EXIT, _, reason}, s), do: {:stop, reason, s}
+
+  def handle_info({:DOWN, _, :process, _, _}, s) do
+    Process.send_after(self(), :register_stream, 50)
+    {:noreply, s}
+  end
+
+  def handle_info(:register_stream, s), do: {:noreply, register_stream(s)}
   def handle_info(_other, s), do: {:noreply, s}
 
   @impl true

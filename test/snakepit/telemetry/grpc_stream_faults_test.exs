@@ -80,4 +80,35 @@ defmodule Snakepit.Telemetry.GrpcStreamFaultsTest do
     # channel close and ends the stream.
     wait_until(fn -> state.()["active_streams"] == 0 end)
   end
+
+  @tag timeout: 60_000
+  test "GrpcStream killed under load: old tasks stop within a second, workers register again" do
+    start_supervised!(
+      {Snakepit.Pool,
+       name: :faults, size: 1, status_interval: nil, worker_args: ["--sample-interval-ms", "0"]}
+    )
+
+    [worker] = Snakepit.Pool.workers(:faults)
+    state = fn -> elem(Snakepit.GRPCWorker.execute(worker, "telemetry_state", %{}), 1) end
+    wait_until(fn -> state.()["active_streams"] == 1 end)
+
+    load =
+      Task.async(fn ->
+        Snakepit.GRPCWorker.execute(worker, "emit_events", %{count: 200_000, interval_ms: 0.01},
+          timeout: 30_000
+        )
+      end)
+
+    Process.sleep(300)
+    old = Process.whereis(GrpcStream)
+    Process.exit(old, :kill)
+    killed_at = System.monotonic_time(:millisecond)
+
+    # The worker's stream count goes 1 -> 1 with a new stream: the old one was
+    # closed (the worker replaces it) and the GRPCWorker registered again.
+    wait_until(fn -> state.()["streams_opened"] >= 2 end)
+    assert System.monotonic_time(:millisecond) - killed_at < 1_000 + 500
+    wait_until(fn -> Enum.any?(GrpcStream.list_streams(), &(&1.worker_id == "faults_1")) end)
+    Task.await(load, 40_000)
+  end
 end
