@@ -169,7 +169,14 @@ defmodule Snakepit.Telemetry.GrpcStream do
 
     * `:frames`, `:bytes`, `:events_received`, `:events_delivered`, `:batches`
     * `:rejected` and `:rejected_by_reason` (validation, by reason)
-    * `:python_emitted`, `:python_dropped` (the worker's own running totals, batched RPC)
+    * `:python_emitted`, `:python_dropped`, `:python_sampled_out`,
+      `:python_filtered_out`, `:python_disabled` (the worker's own running
+      totals, reported on the batched RPC)
+    * `:accounting` - where every event the worker emitted went:
+      `%{emitted, delivered, dropped: %{queue_full, sampled_out, filtered_out,
+      disabled, rejected}, unaccounted}`; `unaccounted` is what is still
+      buffered at the worker or in flight, or was lost with a connection
+      (estimated from the worker's own count; 0 once a quiet stream settles)
     * `:connects`, `:reconnects`, `:credit_waits`, `:controls_sent`
     * `:state`, `:rpc`, `:last_error`, `:endpoint`, `:registered_at`
 
@@ -179,14 +186,35 @@ defmodule Snakepit.Telemetry.GrpcStream do
   def stats(worker_id) do
     case lookup(worker_id) do
       {:ok, entry} ->
+        stats = Native.stream_stats(entry.handle)
+
         {:ok,
-         entry.handle
-         |> Native.stream_stats()
-         |> Map.merge(%{endpoint: entry.endpoint, registered_at: entry.registered_at})}
+         Map.merge(stats, %{
+           endpoint: entry.endpoint,
+           registered_at: entry.registered_at,
+           accounting: accounting(stats)
+         })}
 
       error ->
         error
     end
+  end
+
+  defp accounting(s) do
+    dropped = %{
+      queue_full: s.python_dropped,
+      sampled_out: s.python_sampled_out,
+      filtered_out: s.python_filtered_out,
+      disabled: s.python_disabled,
+      rejected: s.rejected
+    }
+
+    %{
+      emitted: s.python_emitted,
+      delivered: s.events_delivered,
+      dropped: dropped,
+      unaccounted: s.python_emitted - s.events_delivered - Enum.sum(Map.values(dropped))
+    }
   end
 
   # Control frames go straight to the Rust task's channel from the caller:

@@ -149,10 +149,22 @@ impl Task {
         let cfg = self.cfg.clone();
         let opening = self.settings.opening_frames();
         let stock = self.use_stock;
-        let attempt = async move { open_stream(&cfg, opening, stock).await };
+        let attempt = async move {
+            open_stream(&cfg, opening.clone(), stock)
+                .await
+                .map(|r| (r, opening))
+        };
         let result = self.recording_controls(attempt).await?;
-        Ok(result.map(|(incoming, tx, stock)| {
+        Ok(result.map(|((incoming, tx, stock), sent)| {
             self.use_stock = stock;
+            // Controls that arrived while connecting were only recorded:
+            // send the settings again if they changed meanwhile.
+            let now = self.settings.opening_frames();
+            if now != sent {
+                for frame in now {
+                    self.forward(&tx, frame);
+                }
+            }
             (incoming, tx)
         }))
     }
@@ -313,12 +325,16 @@ impl Task {
         let events = match frame {
             Frame::One(e) => vec![e],
             Frame::Batch(b) => {
-                stats
-                    .python_dropped
-                    .fetch_max(b.dropped_total, std::sync::atomic::Ordering::Relaxed);
-                stats
-                    .python_emitted
-                    .fetch_max(b.emitted_total, std::sync::atomic::Ordering::Relaxed);
+                // Running totals of the worker process: keep the largest seen.
+                for (counter, total) in [
+                    (&stats.python_dropped, b.dropped_total),
+                    (&stats.python_emitted, b.emitted_total),
+                    (&stats.python_sampled_out, b.sampled_out_total),
+                    (&stats.python_filtered_out, b.filtered_out_total),
+                    (&stats.python_disabled, b.disabled_total),
+                ] {
+                    counter.fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+                }
                 b.events
             }
         };

@@ -18,6 +18,9 @@ pub struct StreamStats {
     /// Running totals the worker reports on the batched RPC.
     pub python_dropped: AtomicU64,
     pub python_emitted: AtomicU64,
+    pub python_sampled_out: AtomicU64,
+    pub python_filtered_out: AtomicU64,
+    pub python_disabled: AtomicU64,
     /// Times the task stopped reading because Elixir had no credit left.
     pub credit_waits: AtomicU64,
     pub controls_sent: AtomicU64,

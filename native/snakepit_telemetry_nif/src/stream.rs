@@ -140,6 +140,18 @@ fn stream_stats<'a>(env: Env<'a>, handle: ResourceArc<StreamHandle>) -> NifResul
         (key(env, "reconnects"), g(&s.reconnects).encode(env)),
         (key(env, "python_dropped"), g(&s.python_dropped).encode(env)),
         (key(env, "python_emitted"), g(&s.python_emitted).encode(env)),
+        (
+            key(env, "python_sampled_out"),
+            g(&s.python_sampled_out).encode(env),
+        ),
+        (
+            key(env, "python_filtered_out"),
+            g(&s.python_filtered_out).encode(env),
+        ),
+        (
+            key(env, "python_disabled"),
+            g(&s.python_disabled).encode(env),
+        ),
         (key(env, "credit_waits"), g(&s.credit_waits).encode(env)),
         (key(env, "controls_sent"), g(&s.controls_sent).encode(env)),
         (key(env, "last_error"), last_error.encode(env)),

@@ -80,4 +80,22 @@ defmodule Snakepit.Telemetry.GrpcStreamFlowTest do
     assert max_queue <= 4, "mailbox reached #{max_queue}"
     assert stats.events_delivered < stats.python_emitted
   end
+
+  test "accounting: emitted = delivered + dropped by reason, once the stream settles",
+       %{worker_id: id} do
+    lg = LoadGen.start!(["--rate", "20000", "--total", "5000", "--invalid-ratio", "0.1"])
+    {:ok, _} = GrpcStream.register_worker(lg.endpoint, %{worker_id: id})
+    :ok = GrpcStream.update_sampling(id, 0.5, ["tool.*"])
+
+    stats =
+      wait_stats(id, fn s ->
+        a = GrpcStream.stats(id) |> elem(1) |> Map.fetch!(:accounting)
+        s.python_emitted >= 5_000 and a.unaccounted == 0
+      end)
+
+    a = stats.accounting
+    assert a.emitted == a.delivered + Enum.sum(Map.values(a.dropped))
+    assert a.dropped.rejected > 0, inspect(a)
+    assert a.dropped.sampled_out > 0, inspect(a)
+  end
 end
