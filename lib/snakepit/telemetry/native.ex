@@ -58,6 +58,7 @@ defmodule Snakepit.Telemetry.Native do
   def stream_control(_handle, _control), do: not_loaded()
   def stream_ack(_handle, _n), do: not_loaded()
   def stream_stats(_handle), do: not_loaded()
+  def streams_running, do: not_loaded()
 
   ## Tool calls
 

@@ -27,6 +27,8 @@ pub struct StreamHandle {
 impl rustler::Resource for StreamHandle {}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Stream tasks currently running (started and not yet ended).
+static RUNNING: AtomicU64 = AtomicU64::new(0);
 
 /// Starts a stream task for `opts` delivering to `owner`; `{:ok, {id, handle}}`.
 #[rustler::nif]
@@ -42,10 +44,13 @@ fn stream_start(
         stats: StreamStats::default(),
         credit: Semaphore::new(cfg.credit),
     });
+    RUNNING.fetch_add(1, Ordering::Relaxed);
     let task = runtime::get().spawn(ingest::run(cfg, shared.clone(), rx, owner));
     // A panicking task must not vanish silently: tell the owner why it ended.
     runtime::get().spawn(async move {
-        if let Err(e) = task.await {
+        let ended = task.await;
+        RUNNING.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = ended {
             let why = match e.try_into_panic() {
                 Ok(p) => p
                     .downcast_ref::<&str>()
@@ -164,4 +169,10 @@ fn key<'a>(env: Env<'a>, name: &str) -> Term<'a> {
     Atom::from_str(env, name)
         .expect("a literal atom")
         .encode(env)
+}
+
+/// How many stream tasks are running in this VM (all owners).
+#[rustler::nif]
+fn streams_running() -> u64 {
+    RUNNING.load(Ordering::Relaxed)
 }
