@@ -71,6 +71,9 @@ if [ "${1:-}" != "--lint-only" ]; then
   run telemetry-fallback-test bash -c 'cd fallback/telemetry && mix test'
   count_mix telemetry-fallback-test
 
+  # Fuzzing, briefly (longer runs: scripts/fuzz.sh all 300).
+  run fuzz scripts/fuzz.sh all 10
+
   run pytest bash -c "cd priv/python && ../../$venv/python -m pytest -q"
   count pytest "$(sum '[0-9]+ passed' "$logs/pytest.log")" "$(sum '[0-9]+ failed' "$logs/pytest.log")"
 fi

@@ -165,6 +165,29 @@ mod tests {
         assert_eq!(parse(&line).unwrap_err().reason(), "line_too_long");
     }
 
+    /// Fuzz finding (frame_event): serde_json's default float parser is not
+    /// correctly rounded, so these came out one ULP off, unlike the same
+    /// value on the wire. Python writes the shortest text that round-trips.
+    #[test]
+    fn float_measurements_are_parsed_exactly() {
+        for text in [
+            "12.501952886581421",
+            "2.3287771384510634e+231",
+            "0.1",
+            "5e-324",
+            "1.7976931348623157e308",
+        ] {
+            let e = event(&format!(
+                "TELEMETRY:{{\"event\":\"python.cpu.sampled\",\"measurements\":{{\"cpu_percent\":{text}}}}}"
+            ));
+            let want: f64 = text.parse().unwrap();
+            match e.measurements[0].1 {
+                Number::Float(got) => assert_eq!(got.to_bits(), want.to_bits(), "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         let line = format!("TELEMETRY:{}", "[".repeat(10_000));
