@@ -1,6 +1,6 @@
 # Task runner. The README's quick start uses `make demo` and `make test`;
 # both install what is missing first (scripts/setup.sh).
-.PHONY: setup demo demo-stderr test lint fmt clean
+.PHONY: setup demo demo-stderr test lint fmt clean bench
 
 setup:
 	@scripts/setup.sh
@@ -16,6 +16,17 @@ test: setup
 
 lint: setup
 	@scripts/test.sh --lint-only
+
+# Benchmarks (2-4 min): a table of figures against the targets, the command
+# line of each, and _build/bench/report.json. BENCH_ARGS passes options to
+# bench/run.exs (e.g. --quick, --only a,b). Profiles: bench/profile.sh,
+# bench/ingest_micro.sh.
+bench: setup
+	@start=$$(date +%s) && \
+	cargo build --release -p snakepit_loadgen && \
+	mix compile && \
+	mix run bench/run.exs $(BENCH_ARGS) && \
+	echo "make bench: $$(( $$(date +%s) - start )) s in all, builds included"
 
 fmt:
 	cargo fmt --all

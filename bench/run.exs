@@ -1,0 +1,504 @@
+# Benchmarks of the telemetry path: `make bench` (or `mix run bench/run.exs`).
+#
+#   mix run bench/run.exs [--quick] [--out _build/bench/report.json]
+#       [--only a,b,d,e,f] [--streams 1,16,256] [--rpcs batched,stock]
+#       [--max-batch N] [--lg-batch N]
+#
+# Prints a table of figures with their targets, the CPU used per stage, and
+# the command line / parameters of every figure; writes a JSON report.
+# --quick shortens every window (a smoke test, not for comparisons). --only
+# runs some sections (a includes c and the mailbox figures of e; e alone is
+# the idle-memory case). --max-batch / --lg-batch change the batch sizes of
+# the throughput runs (register_worker :max_batch, loadgen --batch), for
+# experiments; ERL_FLAGS passes VM flags (recorded in the report).
+
+for file <- ~w(external probe report cases),
+    do: Code.require_file("support/#{file}.ex", __DIR__)
+
+alias SnakepitBench.{Cases, Report}
+
+{opts, _} =
+  OptionParser.parse!(System.argv(),
+    strict: [
+      quick: :boolean,
+      out: :string,
+      only: :string,
+      streams: :string,
+      rpcs: :string,
+      max_batch: :integer,
+      lg_batch: :integer
+    ]
+  )
+
+quick = opts[:quick] || false
+out = opts[:out] || "_build/bench/report.json"
+sections = String.split(opts[:only] || "a,b,d,e,f", ",", trim: true)
+on? = &(&1 in sections)
+ints = fn text -> text |> String.split(",", trim: true) |> Enum.map(&String.to_integer/1) end
+stream_counts = ints.(opts[:streams] || "1,16,256")
+
+rpcs =
+  (opts[:rpcs] || "batched,stock")
+  |> String.split(",", trim: true)
+  |> Enum.map(&String.to_existing_atom/1)
+
+tp_opts =
+  Keyword.take([max_batch: opts[:max_batch], loadgen_batch: opts[:lg_batch]], [
+    :max_batch,
+    :loadgen_batch
+  ])
+  |> Enum.reject(&is_nil(elem(&1, 1)))
+
+scale = if quick, do: 0.3, else: 1.0
+ms = fn n -> round(n * scale) end
+
+Logger.configure(level: :warning)
+:erlang.system_flag(:scheduler_wall_time, true)
+started = System.monotonic_time(:millisecond)
+
+warmup = ms.(2_000)
+window = ms.(5_000)
+idle_streams = 256
+
+machine =
+  "#{System.schedulers_online()} cores, OTP #{System.otp_release()} " <>
+    "#{:erlang.system_info(:emu_flavor)}, Elixir #{System.version()}, " <>
+    "ERL_FLAGS=#{inspect(System.get_env("ERL_FLAGS", ""))}" <>
+    if(quick, do: ", QUICK (windows x0.3)", else: "")
+
+# The machine's cores are shared: before each case, wait up to 15 s for other
+# load to pass (at most 90 s in all), so that it does not skew the figures.
+quiet_budget = :counters.new(1, [])
+:counters.put(quiet_budget, 1, if(quick, do: 0, else: 90_000))
+
+wait_quiet = fn ->
+  left = :counters.get(quiet_budget, 1)
+  waited = if left > 0, do: SnakepitBench.Probe.wait_quiet(min(left, 15_000)), else: 0
+  :counters.sub(quiet_budget, 1, waited)
+  waited
+end
+
+# Runs one case; a failure is reported and the other cases go on.
+run = fn name, fun ->
+  waited = wait_quiet.()
+  IO.write(:stderr, "bench: #{name} ... ")
+  if waited > 1_000, do: IO.write(:stderr, "(waited #{waited} ms for other load) ")
+  t = System.monotonic_time(:millisecond)
+
+  result =
+    try do
+      fun.()
+    rescue
+      e -> %{error: Exception.format(:error, e, __STACKTRACE__), command: "-", params: "-"}
+    catch
+      kind, reason -> %{error: inspect({kind, reason}), command: "-", params: "-"}
+    end
+
+  if result[:error], do: IO.write(:stderr, "FAILED\n#{result.error}\n")
+  IO.write(:stderr, "#{System.monotonic_time(:millisecond) - t} ms\n")
+  result
+end
+
+# Memory first: the BEAM's RSS has not yet grown with the throughput runs.
+mem =
+  on?.("e") &&
+    run.("(e) memory, #{idle_streams} idle streams", fn -> Cases.idle_memory(idle_streams) end)
+
+bare =
+  (on?.("b") or on?.("a")) &&
+    run.("(b) bare :telemetry.execute/3", fn -> Cases.bare_execute(window) end)
+
+tp =
+  for rpc <- rpcs, n <- stream_counts, on?.("a"), into: %{} do
+    {{rpc, n},
+     run.("(a) #{rpc}, #{n} streams", fn -> Cases.throughput(rpc, n, warmup, window, tp_opts) end)}
+  end
+
+lat_cases = [loadgen: 10_000, loadgen: 100, python: 10_000, python: 100]
+
+lat =
+  for {src, rate} <- lat_cases, on?.("d"), into: %{} do
+    {win, fun} =
+      case {src, rate} do
+        {:loadgen, r} ->
+          {if(r < 1000, do: 2 * window, else: window), &Cases.latency_loadgen(r, &1, &2)}
+
+        {:python, r} ->
+          {if(r < 1000, do: 2 * window, else: window), &Cases.latency_python(1000 / r, &1, &2)}
+      end
+
+    {{src, rate}, run.("(d) #{src} #{rate}/s", fn -> fun.(ms.(1_000), win) end)}
+  end
+
+py_tp =
+  for rpc <- [:batched, :stock], on?.("f"), into: %{} do
+    {rpc,
+     run.("(f) python worker, #{rpc}", fn -> Cases.python_throughput(rpc, warmup, window) end)}
+  end
+
+emit_args =
+  ["--json", "--throughput-seconds", "0"] ++
+    if(quick, do: ["--batches", "30", "--per-batch", "1000"], else: ["--batches", "100"])
+
+emit = on?.("f") && run.("(f) emit_bench.py", fn -> Cases.emit_bench(emit_args) end)
+
+## Figures (a figure whose case did not run is left out)
+
+get = fn map, key -> if is_map(map), do: Map.get(map, key) end
+ratio = fn a, b -> if is_number(a) and is_number(b) and b != 0, do: a / b end
+tp_key = fn rpc, n -> "(a) loadgen -> NIF -> :telemetry handler, #{rpc}, #{n} stream(s)" end
+credit = Cases.credit()
+bare_eps = get.(bare, :events_per_s)
+bare_ns = get.(bare, :sched_ns_per_event)
+# CPU ns per event of some thread groups, from /proc (see Probe.window).
+proc_ns = fn r, groups ->
+  if is_map(r) and is_map(r[:cpu_cores]) and (r[:events] || 0) > 0 do
+    Enum.sum(for g <- groups, do: r.cpu_cores[g] || 0) * r.seconds * 1.0e9 / r.events
+  end
+end
+
+bare_proc_ns = proc_ns.(bare, [:beam_schedulers, :beam_dirty_cpu])
+head_n = if 16 in stream_counts, do: 16, else: List.last(stream_counts)
+head = tp[{:batched, head_n}]
+head_id = "a#{Enum.find_index(stream_counts, &(&1 == head_n)) + 1}"
+
+a_figs =
+  for {rpc, base} <- [batched: 1, stock: length(stream_counts) + 1],
+      {n, i} <- Enum.with_index(stream_counts),
+      Map.has_key?(tp, {rpc, n}) do
+    target = if rpc == :batched and n == 16, do: [target: {:ge, 1_000_000}], else: []
+
+    Report.figure(
+      "a#{base + i}",
+      "events/s, #{rpc} RPC, #{n} stream(s)",
+      get.(tp[{rpc, n}], :events_per_s),
+      :eps,
+      tp_key.(rpc, n),
+      target
+    )
+  end
+
+b_figs =
+  if bare do
+    [
+      Report.figure(
+        "b1",
+        "bare :telemetry.execute/3 events/s (1 process)",
+        bare_eps,
+        :eps,
+        "(b) bare execute"
+      )
+    ] ++
+      if head do
+        [
+          Report.figure(
+            "b2",
+            "ratio #{head_id} / b1 (batched, #{head_n} streams ÷ bare)",
+            ratio.(get.(head, :events_per_s), bare_eps),
+            :ratio,
+            tp_key.(:batched, head_n)
+          )
+        ]
+      else
+        []
+      end
+  else
+    []
+  end
+
+c_figs =
+  if head do
+    [
+      Report.figure(
+        "c1",
+        "BEAM scheduler ns per delivered event (#{head_id})",
+        get.(head, :sched_ns_per_event),
+        :ns,
+        tp_key.(:batched, head_n),
+        target: bare_ns && {:le, 2 * bare_ns},
+        note:
+          "target = 2 × c2 (normal schedulers, as specified); the GC of GrpcStream runs on " <>
+            "dirty-CPU schedulers and is not in c1: see c3"
+      ),
+      Report.figure(
+        "c2",
+        "BEAM scheduler ns per bare execute (b1)",
+        bare_ns,
+        :ns,
+        "(b) bare execute"
+      ),
+      Report.figure(
+        "c3",
+        "BEAM dirty-CPU scheduler ns per event (#{head_id})",
+        get.(head, :dirty_cpu_ns_per_event),
+        :ns,
+        tp_key.(:batched, head_n)
+      ),
+      Report.figure(
+        "c4",
+        "BEAM scheduler-thread CPU ns per event, /proc, normal + dirty (#{head_id})",
+        proc_ns.(head, [:beam_schedulers, :beam_dirty_cpu]),
+        :ns,
+        tp_key.(:batched, head_n),
+        target: bare_proc_ns && {:le, 2 * bare_proc_ns},
+        note:
+          "cross-check of c1+c3 by thread CPU time (/proc): scheduler_wall_time counts wall time, " <>
+            "so a scheduler preempted on the oversubscribed cores still looks active"
+      ),
+      Report.figure(
+        "c5",
+        "BEAM scheduler-thread CPU ns per bare execute, /proc (b1)",
+        bare_proc_ns,
+        :ns,
+        "(b) bare execute"
+      )
+    ]
+  else
+    []
+  end
+
+lat_key = fn
+  :loadgen, rate -> "(d) latency, loadgen at #{rate} events/s"
+  :python, rate -> "(d) latency, Python worker emit_events at #{rate} events/s"
+end
+
+{d_figs, _} =
+  lat_cases
+  |> Enum.filter(&Map.has_key?(lat, &1))
+  |> Enum.flat_map_reduce(1, fn {src, rate}, i ->
+    r = lat[{src, rate}]
+    name = "#{src} #{rate} ev/s"
+    key = lat_key.(src, rate)
+    p99_target = if rate == 10_000, do: [target: {:le, 2_000_000}], else: []
+
+    {[
+       Report.figure("d#{i}", "latency p50, #{name}", get.(r, :p50), :latency_ns, key),
+       Report.figure(
+         "d#{i + 1}",
+         "latency p99, #{name}",
+         get.(r, :p99),
+         :latency_ns,
+         key,
+         p99_target
+       ),
+       Report.figure(
+         "d#{i + 2}",
+         "latency max, #{name} (#{get.(r, :count) || 0} samples)",
+         get.(r, :max),
+         :latency_ns,
+         key
+       )
+     ], i + 3}
+  end)
+
+mem_key = "(e) memory, #{idle_streams} idle streams"
+
+e_figs =
+  if(mem,
+    do: [
+      Report.figure(
+        "e1",
+        "Rust-side bytes per idle stream (RSS Δ − BEAM Δ)",
+        get.(mem, :rust_per_stream),
+        :bytes,
+        mem_key
+      ),
+      Report.figure(
+        "e2",
+        "BEAM-side bytes per idle stream",
+        get.(mem, :beam_per_stream),
+        :bytes,
+        mem_key
+      ),
+      Report.figure(
+        "e3",
+        "total bytes per idle stream (RSS Δ)",
+        get.(mem, :total_per_stream),
+        :bytes,
+        mem_key,
+        target: {:le, 64 * 1024}
+      )
+    ],
+    else: []
+  ) ++
+    for {n, i} <- Enum.with_index(stream_counts, 4), Map.has_key?(tp, {:batched, n}) do
+      Report.figure(
+        "e#{i}",
+        "max GrpcStream message_queue_len, batched, #{n} stream(s), full speed",
+        get.(tp[{:batched, n}], :mailbox_max),
+        :count,
+        tp_key.(:batched, n),
+        target: {:le, n * credit + 4},
+        note: if(n == 1, do: "target = streams × credit (#{credit}) + 4 status/call messages")
+      )
+    end
+
+er = get.(emit, :results) || %{}
+pyb = py_tp[:batched]
+
+f_figs =
+  if(emit,
+    do: [
+      Report.figure(
+        "f1",
+        "Python emit() median, gRPC backend",
+        er["grpc_backend"],
+        :ns,
+        "(f) emit_bench.py",
+        target: {:le, 1500}
+      ),
+      Report.figure(
+        "f2",
+        "Python emit() median, stderr backend (/dev/null)",
+        er["stderr_devnull"],
+        :ns,
+        "(f) emit_bench.py",
+        target: {:le, 1500}
+      ),
+      Report.figure(
+        "f3",
+        "Python emit() median, stderr backend (StringIO)",
+        er["stderr_stringio"],
+        :ns,
+        "(f) emit_bench.py"
+      )
+    ],
+    else: []
+  ) ++
+    if(pyb,
+      do: [
+        Report.figure(
+          "f4",
+          "one Python worker -> Elixir events/s, batched RPC",
+          get.(pyb, :events_per_s),
+          :eps,
+          "(f) Python worker at full speed, batched",
+          target: {:ge, 150_000}
+        ),
+        Report.figure(
+          "f5",
+          "one Python worker -> Elixir events/s, stock RPC",
+          get.(py_tp[:stock], :events_per_s),
+          :eps,
+          "(f) Python worker at full speed, stock"
+        ),
+        Report.figure(
+          "f6",
+          "share of the worker's events dropped (f4)",
+          get.(pyb, :python_dropped_pct),
+          :pct,
+          "(f) Python worker at full speed, batched"
+        )
+      ],
+      else: []
+    )
+
+figures = a_figs ++ b_figs ++ c_figs ++ d_figs ++ e_figs ++ f_figs
+
+setups =
+  [{mem_key, mem}, {"(b) bare execute", bare}] ++
+    for(
+      {rpc, n} <- for(r <- [:batched, :stock], n <- stream_counts, do: {r, n}),
+      do: {tp_key.(rpc, n), tp[{rpc, n}]}
+    ) ++
+    for({src, rate} <- lat_cases, do: {lat_key.(src, rate), lat[{src, rate}]}) ++
+    [
+      {"(f) Python worker at full speed, batched", pyb},
+      {"(f) Python worker at full speed, stock", py_tp[:stock]},
+      {"(f) emit_bench.py", emit}
+    ]
+
+used_setups = MapSet.new(figures, & &1.case)
+setups = for {k, v} <- setups, k in used_setups, is_map(v), do: {k, v}
+
+dec = &Report.dec/2
+
+per_ev = fn r, cores ->
+  if cores && r.events > 0, do: dec.(cores * r.seconds * 1.0e6 / r.events, 2)
+end
+
+cpu_rows =
+  for rpc <- [:batched, :stock], n <- stream_counts, r <- [tp[{rpc, n}]], is_map(r), !r[:error] do
+    c = r.cpu_cores
+    beam = Enum.sum(for k <- [:beam_schedulers, :beam_dirty_cpu, :beam_other], do: c[k] || 0)
+
+    [
+      "#{rpc} #{n}",
+      Report.format(r.events_per_s, :count),
+      ratio.(r.events_per_s, bare_eps) && dec.(ratio.(r.events_per_s, bare_eps), 3),
+      c[:loadgen],
+      c[:nif_ingest],
+      c[:beam_schedulers],
+      c[:beam_dirty_cpu],
+      c[:beam_other],
+      c[:other],
+      per_ev.(r, c[:loadgen]),
+      per_ev.(r, c[:nif_ingest]),
+      per_ev.(r, beam),
+      r.sched_ns_per_event && round(r.sched_ns_per_event),
+      r.dirty_cpu_ns_per_event && round(r.dirty_cpu_ns_per_event),
+      r.events_per_batch && dec.(r.events_per_batch, 1),
+      "#{r.mailbox_max} (≤ #{r.mailbox_bound})"
+    ]
+  end
+
+elapsed_s = (System.monotonic_time(:millisecond) - started) / 1000
+{rev, _} = System.cmd("git", ["rev-parse", "--short", "HEAD"], stderr_to_stdout: true)
+
+{dirty, _} =
+  System.cmd("git", ["status", "--porcelain", "--", "lib", "native", "priv"],
+    stderr_to_stdout: true
+  )
+
+meta = %{
+  machine: machine,
+  report_path: out,
+  command: Enum.join(["mix run bench/run.exs" | System.argv()], " "),
+  git: String.trim(rev) <> if(dirty != "", do: " (lib/native/priv modified)", else: ""),
+  finished_at: DateTime.utc_now() |> DateTime.to_iso8601(),
+  elapsed_s: elapsed_s,
+  quick: quick,
+  sections: sections,
+  cores: System.schedulers_online(),
+  otp: System.otp_release(),
+  elixir: System.version(),
+  erl_flags: System.get_env("ERL_FLAGS", ""),
+  warmup_ms: warmup,
+  waited_for_quiet_ms: if(quick, do: 0, else: 90_000) - :counters.get(quiet_budget, 1),
+  window_ms: window,
+  bare_events_per_s: bare_eps
+}
+
+Report.print(figures, setups, cpu_rows, meta)
+
+# Other load on the 2 shared cores skews every figure: say so.
+disturbed =
+  [{"b", bare} | Enum.map(tp, fn {{rpc, n}, r} -> {"a #{rpc} #{n}", r} end)] ++
+    Enum.map(py_tp, fn {rpc, r} -> {"f python #{rpc}", r} end)
+
+for {name, r} <- disturbed, other = get.(get.(r, :cpu_cores), :other), other > 0.1 do
+  IO.puts(
+    "WARNING: other processes used #{other} cores during the #{name} window: figures disturbed"
+  )
+end
+
+waited_s = (if(quick, do: 0, else: 90_000) - :counters.get(quiet_budget, 1)) / 1000
+
+IO.puts(
+  "Measured in #{dec.(elapsed_s, 1)} s (git #{meta.git}), #{dec.(waited_s, 1)} s of it waiting for other load to pass."
+)
+
+Report.write_json(out, %{
+  meta: meta,
+  figures: figures,
+  setups: Map.new(setups, fn {k, v} -> {k, %{command: v[:command], params: v[:params]}} end),
+  cpu_table: cpu_rows,
+  runs: %{
+    memory: mem || nil,
+    bare_execute: bare || nil,
+    throughput: for({{rpc, n}, r} <- tp, do: Map.merge(r, %{rpc: rpc, streams: n})),
+    latency: for({{src, rate}, r} <- lat, do: Map.merge(r, %{source: src, rate: rate})),
+    python_throughput: for({rpc, r} <- py_tp, do: Map.put(r, :rpc, rpc)),
+    emit_bench: emit || nil
+  }
+})

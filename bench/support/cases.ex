@@ -1,0 +1,361 @@
+defmodule SnakepitBench.Cases do
+  @moduledoc false
+  # The measurements of `make bench`. Each case starts what it needs (a load
+  # generator or a Python worker), registers streams with GrpcStream,
+  # measures over a fixed window after a warm-up and cleans up. Each returns
+  # a map of raw figures plus `:command` / `:params` describing the setup.
+
+  alias Snakepit.GRPC.Client
+  alias Snakepit.Telemetry.{GrpcStream, Naming}
+  alias SnakepitBench.{External, Handlers, Hist, Probe}
+
+  @credit 4
+  @register_opts_doc "max_batch 512, credit #{@credit}, window_bytes 256 KiB (defaults)"
+
+  def credit, do: @credit
+
+  ## (e) memory per idle stream
+
+  @doc "Rust-side and BEAM-side bytes per idle stream (registered, open, no events)."
+  def idle_memory(n) do
+    lg = External.start_loadgen(["--rate", "0.001"])
+
+    try do
+      # Start the NIF's runtime and touch its one-time allocations first.
+      register(lg.endpoint, ["bench-mem-warm"], [])
+      unregister(["bench-mem-warm"])
+      Process.sleep(300)
+      m0 = Probe.memory()
+      ids = ids("idle", n)
+      register(lg.endpoint, ids, [])
+      Process.sleep(1_000)
+      m1 = Probe.memory()
+      delivered = ids |> Enum.map(&stat(&1, :events_delivered)) |> Enum.sum()
+      unregister(ids)
+      rss = m1.rss - m0.rss
+      beam = m1.beam_total - m0.beam_total
+
+      %{
+        streams: n,
+        rss_delta: rss,
+        beam_delta: beam,
+        rust_per_stream: (rss - beam) / n,
+        beam_per_stream: beam / n,
+        total_per_stream: rss / n,
+        events_while_idle: delivered,
+        command: lg.command,
+        params:
+          "#{n} x register_worker (rpc :auto, #{@register_opts_doc}), all :open, 1 s settle; " <>
+            "RSS from /proc/<beam>/status VmRSS, BEAM from :erlang.memory(:total), both after a full GC"
+      }
+    after
+      cleanup()
+      External.stop(lg)
+    end
+  end
+
+  ## (b) bare :telemetry.execute/3
+
+  @doc "Replays `sample` real delivered events with :telemetry.execute/3 in one process."
+  def bare_execute(window_ms, sample \\ 1024) do
+    events = capture_events(sample)
+    counter = :counters.new(1, [:write_concurrency])
+
+    with_handler(&Handlers.count/4, counter, fn ->
+      s0 = Probe.start(counter)
+      deadline = System.monotonic_time(:millisecond) + window_ms
+      task = Task.async(fn -> replay(events, events, deadline) end)
+      Task.await(task, window_ms + 5_000)
+      w = Probe.window(s0, counter)
+
+      Map.merge(w, %{
+        command: "in-process",
+        params:
+          "one process loops :telemetry.execute/3 over #{length(events)} events captured from " <>
+            "the loadgen (as the NIF delivers them); handler :counters.add; window #{window_ms} ms"
+      })
+    end)
+  end
+
+  defp replay([], all, deadline) do
+    if System.monotonic_time(:millisecond) < deadline, do: replay(all, all, deadline), else: :ok
+  end
+
+  defp replay([{e, m, md} | rest], all, deadline) do
+    :telemetry.execute(e, m, md)
+    replay(rest, all, deadline)
+  end
+
+  defp capture_events(n) do
+    lg = External.start_loadgen(["--rate", "0", "--total", to_string(n * 2)])
+    table = :ets.new(:bench_capture, [:public, :ordered_set])
+
+    try do
+      with_handler(&Handlers.capture/4, {table, n}, fn ->
+        ids = ids("capture", 1)
+        register(lg.endpoint, ids, [])
+        wait_until(fn -> :ets.info(table, :size) >= n end, 10_000)
+        unregister(ids)
+      end)
+
+      for {_, event} <- :ets.tab2list(table), do: event
+    after
+      :ets.delete(table)
+      cleanup()
+      External.stop(lg)
+    end
+  end
+
+  ## (a), (c), (e) loadgen -> NIF -> handler at full speed
+
+  @doc "Sustained events/s from the loadgen through the NIF into the counting handler."
+  def throughput(rpc, n, warmup_ms, window_ms, opts \\ []) do
+    lg_batch = Keyword.get(opts, :loadgen_batch, 256)
+    register_opts = Keyword.take(opts, [:max_batch]) ++ [rpc: rpc]
+
+    args =
+      ["--rate", "0", "--batch", "#{lg_batch}"] ++
+        if(rpc == :stock, do: ["--stock-only"], else: [])
+
+    lg = External.start_loadgen(args)
+    counter = :counters.new(1, [:write_concurrency])
+
+    try do
+      with_handler(&Handlers.count/4, counter, fn ->
+        ids = ids("tp-#{rpc}-#{n}", n)
+        register(lg.endpoint, ids, register_opts)
+        Process.sleep(warmup_ms)
+        before = sum_stats(ids)
+        sampler = Probe.start_sampler(Process.whereis(GrpcStream))
+        s0 = Probe.start(counter, %{loadgen: lg.os_pid})
+        Process.sleep(window_ms)
+        w = Probe.window(s0, counter, %{loadgen: lg.os_pid})
+        mailbox = Probe.stop_sampler(sampler)
+        after_ = sum_stats(ids)
+        unregister(ids)
+        delta = Map.new(after_, fn {k, v} -> {k, v - Map.get(before, k, 0)} end)
+
+        Map.merge(w, %{
+          rpc: rpc,
+          streams: n,
+          mailbox_max: mailbox.max,
+          mailbox_samples: mailbox.samples,
+          mailbox_bound: n * @credit + 4,
+          events_per_batch: if(delta.batches > 0, do: delta.events_delivered / delta.batches),
+          credit_waits: delta.credit_waits,
+          command: lg.command,
+          params:
+            "#{n} stream(s), register_worker #{inspect(register_opts)} (else #{@register_opts_doc}); " <>
+              "handler :counters.add on all #{length(Naming.python_events())} python events; " <>
+              "warm-up #{warmup_ms} ms, window #{window_ms} ms; mailbox sampled every 2 ms"
+        })
+      end)
+    after
+      cleanup()
+      External.stop(lg)
+    end
+  end
+
+  ## (d) emit -> handler latency
+
+  @doc "Latency at `rate` events/s from one loadgen stream (batched RPC)."
+  def latency_loadgen(rate, warmup_ms, window_ms) do
+    lg = External.start_loadgen(["--rate", fmt_num(rate)])
+
+    try do
+      measure_latency(lg.endpoint, warmup_ms, window_ms, fn -> :ok end)
+      |> Map.merge(%{
+        rate: rate,
+        command: lg.command,
+        params:
+          "1 stream, rpc :batched; handler: System.system_time(:nanosecond) - metadata.timestamp_ns; " <>
+            "warm-up #{warmup_ms} ms, window #{window_ms} ms"
+      })
+    after
+      cleanup()
+      External.stop(lg)
+    end
+  end
+
+  @doc "Latency at 1000/interval_ms events/s from a real Python worker (emit_events)."
+  def latency_python(interval_ms, warmup_ms, window_ms) do
+    py = External.start_python()
+    count = round((warmup_ms + window_ms) / interval_ms)
+    params = %{count: count, interval_ms: interval_ms, event: "tool.result_size"}
+
+    try do
+      measure_latency(py.endpoint, warmup_ms, window_ms, fn ->
+        {:ok, channel} = Client.connect(py.endpoint)
+
+        Task.async(fn -> Client.execute_tool(channel, "emit_events", params, timeout: 120_000) end)
+      end)
+      |> Map.merge(%{
+        rate: 1000 / interval_ms,
+        command: py.command,
+        params:
+          "1 stream, rpc :batched; ExecuteTool emit_events #{inspect(params)}; handler as above; " <>
+            "warm-up #{warmup_ms} ms, window #{window_ms} ms"
+      })
+    after
+      cleanup()
+      External.stop(py)
+    end
+  end
+
+  defp measure_latency(endpoint, warmup_ms, window_ms, start_load) do
+    hist = Hist.new()
+
+    with_handler(&Handlers.latency/4, hist, fn ->
+      ids = ids("lat", 1)
+      register(endpoint, ids, rpc: :batched)
+      load = start_load.()
+      Process.sleep(warmup_ms)
+      Hist.reset(hist)
+      t0 = System.monotonic_time(:nanosecond)
+      Process.sleep(window_ms)
+      summary = Hist.summary(hist)
+      seconds = (System.monotonic_time(:nanosecond) - t0) / 1.0e9
+      if is_struct(load, Task), do: Task.shutdown(load, 2_000)
+      unregister(ids)
+      Map.put(summary, :events_per_s, summary.count / seconds)
+    end)
+  end
+
+  ## (f) one real Python worker at full speed
+
+  @doc "Events/s one Python worker sustains into Elixir (emit_events, interval 0)."
+  def python_throughput(rpc, warmup_ms, window_ms) do
+    py = External.start_python()
+    counter = :counters.new(1, [:write_concurrency])
+    params = %{count: 10_000_000, interval_ms: 0, event: "tool.result_size"}
+
+    try do
+      with_handler(&Handlers.count/4, counter, fn ->
+        [id] = ids = ids("py-#{rpc}", 1)
+        register(py.endpoint, ids, rpc: rpc)
+        {:ok, channel} = Client.connect(py.endpoint)
+        # Never awaited: the worker is killed after the window.
+        spawn(fn -> Client.execute_tool(channel, "emit_events", params, timeout: 600_000) end)
+        Process.sleep(warmup_ms)
+        {:ok, st0} = GrpcStream.stats(id)
+        s0 = Probe.start(counter, %{python: py.os_pid})
+        Process.sleep(window_ms)
+        w = Probe.window(s0, counter, %{python: py.os_pid})
+        {:ok, st1} = GrpcStream.stats(id)
+        unregister(ids)
+        emitted = st1.python_emitted - st0.python_emitted
+        dropped = st1.python_dropped - st0.python_dropped
+
+        Map.merge(w, %{
+          rpc: rpc,
+          rpc_used: st1.rpc,
+          python_emitted_per_s: if(emitted > 0, do: emitted / w.seconds),
+          python_dropped_pct: if(emitted > 0, do: 100 * dropped / emitted),
+          command: py.command,
+          params:
+            "1 stream, register_worker rpc: #{inspect(rpc)}; ExecuteTool emit_events #{inspect(params)} " <>
+              "(worker killed after the window); handler :counters.add; " <>
+              "warm-up #{warmup_ms} ms, window #{window_ms} ms"
+        })
+      end)
+    after
+      cleanup()
+      External.stop(py)
+    end
+  end
+
+  @doc "priv/python/bench/emit_bench.py --json: median ns per emit() by backend."
+  def emit_bench(args) do
+    script = External.python_file("bench/emit_bench.py")
+    exe = Snakepit.Python.executable()
+    {out, status} = System.cmd(exe, [script | args], stderr_to_stdout: true)
+    if status != 0, do: raise("emit_bench.py exited #{status}: #{out}")
+    line = out |> String.split("\n", trim: true) |> Enum.find(&String.starts_with?(&1, "{"))
+
+    results =
+      Regex.scan(~r/"(\w+)":\s*(-?[0-9.eE+-]+)/, line || "")
+      |> Map.new(fn [_, k, v] -> {k, elem(Float.parse(v), 0)} end)
+
+    %{
+      results: results,
+      command:
+        External.command_line(Path.relative_to(exe, External.root()), [
+          Path.relative_to(script, External.root()) | args
+        ]),
+      params: "median of per-call times over timed batches (emit_bench.py docstring)"
+    }
+  end
+
+  ## helpers
+
+  defp ids(prefix, n), do: for(i <- 1..n, do: "bench-#{prefix}-#{i}")
+
+  # Registers every id at `endpoint` and waits until all streams are open.
+  defp register(endpoint, ids, opts) do
+    for id <- ids do
+      {:ok, _} = GrpcStream.register_worker(endpoint, %{worker_id: id, pool_name: :bench}, opts)
+    end
+
+    wanted = MapSet.new(ids)
+
+    wait_until(
+      fn ->
+        GrpcStream.list_streams()
+        |> Enum.count(&(&1.worker_id in wanted and &1.state == :open))
+        |> Kernel.==(length(ids))
+      end,
+      30_000
+    )
+  end
+
+  # Unregisters whatever a case left registered (e.g. after a failure), so
+  # that no stream keeps reconnecting during the next cases.
+  defp cleanup do
+    GrpcStream.list_streams()
+    |> Enum.map(& &1.worker_id)
+    |> Enum.filter(&String.starts_with?(&1, "bench-"))
+    |> unregister()
+  end
+
+  defp unregister(ids) do
+    ids
+    |> Task.async_stream(&GrpcStream.unregister_worker/1, max_concurrency: 64, timeout: 15_000)
+    |> Stream.run()
+  end
+
+  defp stat(id, key) do
+    {:ok, stats} = GrpcStream.stats(id)
+    Map.fetch!(stats, key)
+  end
+
+  defp sum_stats(ids) do
+    keys = [:events_delivered, :batches, :credit_waits]
+
+    Enum.reduce(ids, Map.new(keys, &{&1, 0}), fn id, acc ->
+      {:ok, stats} = GrpcStream.stats(id)
+      Map.new(keys, &{&1, acc[&1] + Map.get(stats, &1, 0)})
+    end)
+  end
+
+  defp with_handler(fun, config, body) do
+    id = "snakepit-bench-#{System.unique_integer([:positive])}"
+    :ok = :telemetry.attach_many(id, Naming.python_events(), fun, config)
+
+    try do
+      body.()
+    after
+      :telemetry.detach(id)
+    end
+  end
+
+  defp wait_until(fun, timeout_ms) do
+    deadline = System.monotonic_time(:millisecond) + timeout_ms
+
+    Stream.repeatedly(fn -> fun.() || (Process.sleep(20) && false) end)
+    |> Enum.find(fn ok -> ok or System.monotonic_time(:millisecond) > deadline end)
+    |> Kernel.||(raise "timed out after #{timeout_ms} ms")
+  end
+
+  defp fmt_num(n) when is_integer(n), do: Integer.to_string(n)
+  defp fmt_num(n), do: :erlang.float_to_binary(n / 1, [:short])
+end

@@ -1,0 +1,118 @@
+defmodule SnakepitBench.External do
+  @moduledoc false
+  # The OS processes a benchmark talks to: the workspace's load generator
+  # (native/snakepit_loadgen) and real Python workers (priv/python/grpc_server.py).
+  # Each is owned by a small process that holds its port and drains its
+  # output; `stop/1` kills it by the OS pid it was started with.
+
+  @root Path.expand("../..", __DIR__)
+
+  def root, do: @root
+  def loadgen_binary, do: Path.join(@root, "target/release/snakepit_loadgen")
+
+  @doc "The shell-style command line of `exe args`, for the report."
+  def command_line(exe, args), do: Enum.map_join([exe | args], " ", &shell_quote/1)
+
+  @doc "Starts the load generator; returns %{endpoint, os_pid, command, owner}."
+  def start_loadgen(args) do
+    args = ["--listen", "127.0.0.1:0" | args]
+    rel = Path.relative_to(loadgen_binary(), @root)
+    # exec keeps the OS pid; its per-stream log on stderr is not wanted.
+    shell = "exec #{command_line(loadgen_binary(), args)} 2>/dev/null"
+
+    start(:loadgen, "/bin/sh", ["-c", shell], [], fn
+      "LISTENING " <> port -> {:ok, String.to_integer(port)}
+      _ -> :more
+    end)
+    |> Map.put(:command, command_line(rel, args))
+  end
+
+  @doc "A file of priv/python, in the source tree (priv/ of the build links to it)."
+  def python_file(rel) do
+    source = Path.join([@root, "priv/python", rel])
+    if File.exists?(source), do: source, else: Path.join(Snakepit.Python.package_dir(), rel)
+  end
+
+  @doc "Starts a Python worker; returns %{endpoint, os_pid, command, owner}."
+  def start_python(args \\ []) do
+    script = python_file("grpc_server.py")
+    args = [script, "--port", "0", "--sample-interval-ms", "0" | args]
+    env = Enum.map(Snakepit.Python.env(), fn {k, v} -> {~c"#{k}", ~c"#{v}"} end)
+
+    start(:python, Snakepit.Python.executable(), args, [env: env], fn
+      "SNAKEPIT_READY " <> json ->
+        [_, port] = Regex.run(~r/"port":\s*(\d+)/, json)
+        {:ok, String.to_integer(port)}
+
+      _ ->
+        :more
+    end)
+    |> Map.put(
+      :command,
+      command_line(Path.relative_to(Snakepit.Python.executable(), @root), [
+        Path.relative_to(script, @root) | tl(args)
+      ])
+    )
+  end
+
+  @doc "Kills the process (SIGKILL) and its owner."
+  def stop(%{os_pid: os_pid, owner: owner}) do
+    System.cmd("kill", ["-9", to_string(os_pid)], stderr_to_stdout: true)
+    send(owner, :stop)
+    :ok
+  end
+
+  defp start(kind, exe, args, port_opts, ready?) do
+    caller = self()
+
+    owner =
+      spawn(fn ->
+        port =
+          Port.open(
+            {:spawn_executable, exe},
+            [:binary, :exit_status, :stderr_to_stdout, {:line, 65_536}, args: args] ++
+              port_opts
+          )
+
+        {:os_pid, os_pid} = Port.info(port, :os_pid)
+        drain(port, caller, os_pid, ready?, [])
+      end)
+
+    receive do
+      {:ready, ^owner, os_pid, port} ->
+        %{kind: kind, endpoint: "127.0.0.1:#{port}", os_pid: os_pid, owner: owner}
+
+      {:exited, ^owner, status, lines} ->
+        raise "#{kind} exited #{status} before it was ready:\n#{Enum.join(lines, "\n")}"
+    after
+      20_000 -> raise "#{kind} was not ready within 20 s"
+    end
+  end
+
+  defp drain(port, caller, os_pid, ready?, lines) do
+    receive do
+      {^port, {:data, {_, line}}} when ready? != nil ->
+        case ready?.(line) do
+          {:ok, p} ->
+            send(caller, {:ready, self(), os_pid, p})
+            drain(port, caller, os_pid, nil, [])
+
+          :more ->
+            drain(port, caller, os_pid, ready?, Enum.take([line | lines], 30))
+        end
+
+      {^port, {:data, _}} ->
+        drain(port, caller, os_pid, nil, lines)
+
+      {^port, {:exit_status, status}} ->
+        if ready?, do: send(caller, {:exited, self(), status, Enum.reverse(lines)})
+
+      :stop ->
+        :ok
+    end
+  end
+
+  defp shell_quote(arg) do
+    if arg =~ ~r{^[\w@%+=:,./-]+$}, do: arg, else: "'" <> String.replace(arg, "'", "'\\''") <> "'"
+  end
+end
