@@ -4,6 +4,8 @@ defmodule Snakepit.PoolTest do
   alias Snakepit.{GRPCWorker, Pool}
   alias Snakepit.Telemetry.Naming
 
+  import Snakepit.Test.Eventually, only: [eventually: 1]
+
   setup do
     events = [
       Naming.pool_event(:initialized),
@@ -49,7 +51,7 @@ defmodule Snakepit.PoolTest do
     Process.exit(worker, :kill)
     # A killed worker runs no terminate: the Python side notices its stdin
     # closing and exits by itself.
-    assert wait_until(fn -> not os_alive?(os_pid) end)
+    eventually(fn -> not os_alive?(os_pid) end)
   end
 
   defp stop_quietly(pool) do
@@ -60,12 +62,4 @@ defmodule Snakepit.PoolTest do
 
   defp os_alive?(pid),
     do: match?({_, 0}, System.cmd("kill", ["-0", "#{pid}"], stderr_to_stdout: true))
-
-  defp wait_until(fun, tries \\ 250) do
-    cond do
-      fun.() -> true
-      tries == 0 -> false
-      true -> Process.sleep(20) && wait_until(fun, tries - 1)
-    end
-  end
 end

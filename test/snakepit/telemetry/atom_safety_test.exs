@@ -2,6 +2,8 @@ defmodule Snakepit.Telemetry.AtomSafetyTest do
   # Not async: the atom count is global, so nothing else may run meanwhile.
   use ExUnit.Case, async: false
 
+  import Snakepit.Test.Eventually, only: [eventually: 2]
+
   alias Snakepit.GRPCWorker
   alias Snakepit.Telemetry.{Native, Naming, PythonCapture, SafeMetadata}
 
@@ -116,12 +118,5 @@ defmodule Snakepit.Telemetry.AtomSafetyTest do
     {grpc_stats.events_received, handled}
   end
 
-  defp wait_until(fun, tries \\ 600) do
-    case fun.() do
-      nil when tries > 0 -> Process.sleep(25) && wait_until(fun, tries - 1)
-      nil -> flunk("condition not met")
-      false when tries > 0 -> Process.sleep(25) && wait_until(fun, tries - 1)
-      value -> value
-    end
-  end
+  defp wait_until(fun), do: eventually(fun, tries: 600, interval: 25)
 end

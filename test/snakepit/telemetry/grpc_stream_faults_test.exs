@@ -5,13 +5,7 @@ defmodule Snakepit.Telemetry.GrpcStreamFaultsTest do
   alias Snakepit.Telemetry.{GrpcStream, Native}
   alias Snakepit.Test.{LoadGen, PythonWorker}
 
-  defp wait_until(fun, tries \\ 250) do
-    cond do
-      fun.() -> :ok
-      tries == 0 -> flunk("condition never became true")
-      true -> Process.sleep(20) && wait_until(fun, tries - 1)
-    end
-  end
+  import Snakepit.Test.Eventually, only: [eventually: 1]
 
   test "a worker that accepts TCP but never answers: timeouts, backoff, other streams unaffected" do
     # A socket that accepts connections and never speaks HTTP/2.
@@ -40,7 +34,7 @@ defmodule Snakepit.Telemetry.GrpcStreamFaultsTest do
     lg = LoadGen.start!(["--rate", "1000"])
     {:ok, _} = GrpcStream.register_worker(lg.endpoint, %{worker_id: live})
 
-    wait_until(fn ->
+    eventually(fn ->
       {:ok, s} = GrpcStream.stats(mute)
       s.last_error != nil and s.last_error =~ "timed out"
     end)
@@ -48,7 +42,7 @@ defmodule Snakepit.Telemetry.GrpcStreamFaultsTest do
     {:ok, s} = GrpcStream.stats(mute)
     assert s.connects == 0 and s.state in [:connecting, :backoff]
 
-    wait_until(fn ->
+    eventually(fn ->
       match?({:ok, %{events_delivered: n}} when n > 200, GrpcStream.stats(live))
     end)
 
@@ -74,11 +68,11 @@ defmodule Snakepit.Telemetry.GrpcStreamFaultsTest do
       end)
 
     assert_receive :started
-    wait_until(fn -> state.()["active_streams"] == 1 end)
+    eventually(fn -> state.()["active_streams"] == 1 end)
     send(owner, :exit)
     # The handle is freed with the process heap; the task sees its control
     # channel close and ends the stream.
-    wait_until(fn -> state.()["active_streams"] == 0 end)
+    eventually(fn -> state.()["active_streams"] == 0 end)
   end
 
   @tag timeout: 60_000
@@ -90,7 +84,7 @@ defmodule Snakepit.Telemetry.GrpcStreamFaultsTest do
 
     [worker] = Snakepit.Pool.workers(:faults)
     state = fn -> elem(Snakepit.GRPCWorker.execute(worker, "telemetry_state", %{}), 1) end
-    wait_until(fn -> state.()["active_streams"] == 1 end)
+    eventually(fn -> state.()["active_streams"] == 1 end)
 
     load =
       Task.async(fn ->
@@ -105,14 +99,14 @@ defmodule Snakepit.Telemetry.GrpcStreamFaultsTest do
     killed_at = System.monotonic_time(:millisecond)
 
     # The old task ends within a second (its handle died with the process)...
-    wait_until(fn ->
+    eventually(fn ->
       Snakepit.Telemetry.Native.streams_running() == length(GrpcStream.list_streams())
     end)
 
     assert System.monotonic_time(:millisecond) - killed_at < 1_000
     # ...and the GRPCWorker registers again.
-    wait_until(fn -> state.()["streams_opened"] >= 2 end)
-    wait_until(fn -> Enum.any?(GrpcStream.list_streams(), &(&1.worker_id == "faults_1")) end)
+    eventually(fn -> state.()["streams_opened"] >= 2 end)
+    eventually(fn -> Enum.any?(GrpcStream.list_streams(), &(&1.worker_id == "faults_1")) end)
     Task.await(load, 40_000)
   end
 end

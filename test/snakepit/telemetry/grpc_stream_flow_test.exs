@@ -6,20 +6,24 @@ defmodule Snakepit.Telemetry.GrpcStreamFlowTest do
   alias Snakepit.Telemetry.{GrpcStream, Naming}
   alias Snakepit.Test.LoadGen
 
+  import Snakepit.Test.Eventually
+
   setup do
     worker_id = "lg#{System.unique_integer([:positive])}"
     on_exit(fn -> GrpcStream.unregister_worker(worker_id) end)
     {:ok, worker_id: worker_id}
   end
 
-  defp wait_stats(id, fun, tries \\ 600) do
-    {:ok, stats} = GrpcStream.stats(id)
-
-    cond do
-      fun.(stats) -> stats
-      tries == 0 -> flunk("stats never matched: #{inspect(stats)}")
-      true -> Process.sleep(25) && wait_stats(id, fun, tries - 1)
-    end
+  defp wait_stats(id, fun) do
+    eventually(
+      fn ->
+        {:ok, stats} = GrpcStream.stats(id)
+        fun.(stats) && stats
+      end,
+      tries: 600,
+      interval: 25,
+      message: fn _ -> "stats never matched: #{inspect(GrpcStream.stats(id))}" end
+    )
   end
 
   test "prefers the batched RPC and reports the worker's totals", %{worker_id: id} do

@@ -6,6 +6,8 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
   alias Snakepit.Telemetry.{GrpcStream, Naming}
   alias Snakepit.Test.PythonWorker
 
+  import Snakepit.Test.Eventually
+
   @result_size [:snakepit, :python, :tool, :result_size]
   @call_stop [:snakepit, :python, :call, :stop]
   @grpc_events [
@@ -41,14 +43,15 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
 
   # Controls travel on the telemetry stream, tool calls on another
   # connection: wait until the worker reports the setting before emitting.
-  defp wait_for_state(worker, fun, tries \\ 100) do
-    {:ok, state} = Client.execute_tool(worker.channel, "telemetry_state", %{})
-
-    cond do
-      fun.(state) -> state
-      tries == 0 -> flunk("worker never reached the expected state: #{inspect(state)}")
-      true -> Process.sleep(20) && wait_for_state(worker, fun, tries - 1)
-    end
+  defp wait_for_state(worker, fun) do
+    eventually(
+      fn ->
+        {:ok, state} = Client.execute_tool(worker.channel, "telemetry_state", %{})
+        fun.(state) && state
+      end,
+      tries: 100,
+      message: "worker never reached the expected state"
+    )
   end
 
   defp flush_events do
@@ -272,13 +275,7 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
     s
   end
 
-  defp wait_until(fun, tries \\ 100) do
-    cond do
-      fun.() -> :ok
-      tries == 0 -> flunk("condition never became true")
-      true -> Process.sleep(20) && wait_until(fun, tries - 1)
-    end
-  end
+  defp wait_until(fun, tries \\ 100), do: eventually(fun, tries: tries)
 
   defp flush_events_but(assertion) do
     Process.sleep(300)
