@@ -88,7 +88,14 @@ defmodule Snakepit.Telemetry.GrpcStreamFlowTest do
   test "accounting: emitted = delivered + dropped by reason, once the stream settles",
        %{worker_id: id} do
     lg = LoadGen.start!(["--rate", "20000", "--total", "5000", "--invalid-ratio", "0.1"])
-    {:ok, _} = GrpcStream.register_worker(lg.endpoint, %{worker_id: id})
+    # The load generator ends its stream after --total events and counts anew
+    # on a new stream: a long backoff keeps this one stream under test.
+    {:ok, _} =
+      GrpcStream.register_worker(lg.endpoint, %{worker_id: id},
+        backoff_initial_ms: 60_000,
+        backoff_max_ms: 60_000
+      )
+
     :ok = GrpcStream.update_sampling(id, 0.5, ["tool.*"])
 
     stats =
