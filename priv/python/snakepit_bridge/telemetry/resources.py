@@ -83,8 +83,12 @@ class GcTelemetry:
     def __init__(self, min_interval_s: float = 0.1) -> None:
         self._min_interval_ns = int(min_interval_s * 1e9)
         self._started: dict[int, int] = {}
-        # generation -> [duration_ns, collected, count, last_emit_ns]
+        # generation -> [duration_ns, collected, count]
         self._pending: dict[int, list[int]] = {}
+        # generation -> monotonic ns of its last event; absent = none yet, so
+        # the first collection is always sent (the monotonic clock starts
+        # near 0 at boot: "0" would hold back events on a fresh machine).
+        self._last_emit: dict[int, int] = {}
         self._installed = False
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
@@ -96,14 +100,16 @@ class GcTelemetry:
         if began is None:
             return
         now = time.monotonic_ns()
-        acc = self._pending.setdefault(generation, [0, 0, 0, 0])
+        acc = self._pending.setdefault(generation, [0, 0, 0])
         acc[0] += now - began
         acc[1] += info.get("collected", 0)
         acc[2] += 1
-        if now - acc[3] < self._min_interval_ns:
+        last = self._last_emit.get(generation)
+        if last is not None and now - last < self._min_interval_ns:
             return
-        duration, collected, count, _ = acc
-        self._pending[generation] = [0, 0, 0, now]
+        duration, collected, count = acc
+        self._pending[generation] = [0, 0, 0]
+        self._last_emit[generation] = now
         telemetry.emit(
             "python.gc.completed",
             {
