@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs bench/ingest_micro (decode + validate per event, no BEAM):
-# today's prost path against a borrowing single pass. Its build directory is
+# the former prost path against the single borrowing pass the NIF uses. Its build directory is
 # _build/bench/ingest_micro; the first build compiles its crates (~1-2 min).
 #
 #   bench/ingest_micro.sh [events-per-frame=512] [rounds=200]

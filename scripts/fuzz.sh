@@ -8,11 +8,14 @@
 #
 # Targets (native/snakepit_telemetry_core/fuzz/fuzz_targets/):
 #   stderr_line  bytes -> stderr::parse_line
-#   frame_event  bytes -> TelemetryEvent::decode -> frame::validate_frame_event
-#   frame_batch  bytes -> TelemetryEventBatch::decode -> validate every event
+#   frame_event  bytes -> scan::EventScratch::validate (the NIF's decoder),
+#                checked against TelemetryEvent::decode + frame::validate_frame_event
+#   frame_batch  bytes -> scan::split_batch, checked against
+#                TelemetryEventBatch::decode; then every event as frame_event
 # Each checks that nothing panics, that every accepted event is within the
-# catalog limits, and (frames) that the stderr path decides the same event
-# the same way. See native/snakepit_telemetry_core/fuzz/src/lib.rs.
+# catalog limits, that the NIF's decoder decides as prost + validation do, and
+# (frames) that the stderr path decides the same event the same way. See
+# native/snakepit_telemetry_core/fuzz/src/lib.rs.
 #
 # Prints executions and time per target. Exit status: 0 when no target found
 # anything, 1 when one crashed, hung or ran out of memory (the input is in

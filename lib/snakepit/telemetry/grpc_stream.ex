@@ -286,6 +286,14 @@ defmodule Snakepit.Telemetry.GrpcStream do
 
   @impl true
   def init(_opts) do
+    # Queued batches stay out of the heap: the garbage collector would
+    # otherwise copy every waiting batch (up to the credit window of every
+    # stream) on each collection.
+    Process.flag(:message_queue_data, :off_heap)
+    # A heap that holds a few batches' garbage: a collection then mostly
+    # falls between batches and copies little, instead of copying the batch
+    # being dispatched (measured: `make bench`, c3).
+    Process.flag(:min_heap_size, 262_144)
     :ets.new(@table, [:named_table, :protected, :set, read_concurrency: true])
     {:ok, %{by_id: %{}, stopping: %{}}}
   end

@@ -16,7 +16,7 @@ use crate::stats::Counts;
 pub struct EncodedBatch {
     /// Entries of field 1 (`events`), each with its key and length.
     events: Vec<u8>,
-    totals: [(u32, u64); 5],
+    totals: [(u32, u64); 6],
 }
 
 impl EncodedBatch {
@@ -42,17 +42,19 @@ pub fn message_batch(pool: &EventPool, events: &[Stamped], totals: &Counts) -> T
         sampled_out_total: totals.sampled_out,
         filtered_out_total: totals.filtered,
         disabled_total: totals.disabled,
+        source_id: totals.source_id,
     }
 }
 
-/// `TelemetryEventBatch` field numbers of the running totals.
-fn totals_fields(t: &Counts) -> [(u32, u64); 5] {
+/// `TelemetryEventBatch` field numbers of the running totals and source id.
+fn totals_fields(t: &Counts) -> [(u32, u64); 6] {
     [
         (2, t.dropped),
         (3, t.emitted),
         (4, t.sampled_out),
         (5, t.filtered),
         (6, t.disabled),
+        (7, t.source_id),
     ]
 }
 
@@ -113,6 +115,7 @@ mod tests {
             sampled_out: 0,
             disabled: 90,
             sent: 1,
+            source_id: 42,
         };
         let fast = EncodedBatch::new(&pool, &events, &totals);
         let bytes = fast.encode_to_vec();

@@ -78,7 +78,9 @@ async fn run(id: u64, ctx: Arc<Context>, requests: Streaming<TelemetryControl>, 
     let cfg = &ctx.config;
     let kind = sink.kind();
     let queue = Arc::new(EventQueue::new(cfg.queue_capacity));
-    let stats = Arc::new(StreamStats::default());
+    // Unique across streams and (by the pid) across load generator restarts.
+    let source_id = (u64::from(std::process::id()) << 32) | id;
+    let stats = Arc::new(StreamStats::new(source_id));
     let stream_seed = cfg.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let generator = Generator::new(ctx.pool.clone(), stream_seed, cfg.invalid_ratio);
     let producer = Producer::new(

@@ -13,6 +13,9 @@ pub struct StreamStats {
     sampled_out: AtomicU64,
     disabled: AtomicU64,
     sent: AtomicU64,
+    /// Names this stream's totals on the wire (`source_id`): each stream
+    /// counts from zero, like a freshly started worker.
+    source_id: u64,
 }
 
 /// Counts at one moment (or their sum over streams).
@@ -31,9 +34,18 @@ pub struct Counts {
     pub disabled: u64,
     /// Events handed to the response stream.
     pub sent: u64,
+    /// The stream's `source_id` (0 in sums).
+    pub source_id: u64,
 }
 
 impl StreamStats {
+    pub fn new(source_id: u64) -> Self {
+        StreamStats {
+            source_id,
+            ..StreamStats::default()
+        }
+    }
+
     /// Adds what one generation step did.
     pub fn record(&self, step: &Counts) {
         self.emitted.fetch_add(step.emitted, Relaxed);
@@ -55,6 +67,7 @@ impl StreamStats {
             sampled_out: self.sampled_out.load(Relaxed),
             disabled: self.disabled.load(Relaxed),
             sent: self.sent.load(Relaxed),
+            source_id: self.source_id,
         }
     }
 }

@@ -6,10 +6,10 @@ use crate::wire::telemetry_value::Value;
 use crate::wire::TelemetryEvent;
 
 /// Validates one event of a gRPC frame.
-pub fn validate_frame_event(
+pub fn validate_frame_event<'a>(
     catalog: &Catalog,
-    e: &TelemetryEvent,
-) -> Result<ValidEvent, Rejection> {
+    e: &'a TelemetryEvent,
+) -> Result<ValidEvent<'a>, Rejection> {
     // Bound the entry counts before building anything from them.
     if e.measurements.len() > catalog.limits.max_measurements {
         return Err(Rejection::TooManyMeasurements(
@@ -19,18 +19,21 @@ pub fn validate_frame_event(
     if e.metadata.len() > catalog.limits.max_metadata {
         return Err(Rejection::TooManyMetadata(catalog.limits.max_metadata));
     }
+    let parts: Vec<&str> = e.event_parts.iter().map(String::as_str).collect();
+    let measurements: Vec<_> = e
+        .measurements
+        .iter()
+        .map(|(k, v)| (k.as_str(), raw_value(v.value.as_ref())))
+        .collect();
+    let metadata: Vec<_> = e
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), RawValue::Str(v)))
+        .collect();
     let raw = RawEvent {
-        name: RawName::Parts(&e.event_parts),
-        measurements: e
-            .measurements
-            .iter()
-            .map(|(k, v)| (k.as_str(), raw_value(v.value.as_ref())))
-            .collect(),
-        metadata: e
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.as_str(), RawValue::Str(v)))
-            .collect(),
+        name: RawName::Parts(&parts),
+        measurements: &measurements,
+        metadata: &metadata,
         timestamp_ns: Some(e.timestamp_ns),
         correlation_id: Some(&e.correlation_id),
     };
@@ -47,20 +50,21 @@ fn raw_value(v: Option<&Value>) -> RawValue<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::catalog::CATALOG;
     use crate::validate::Number;
     use crate::wire::TelemetryValue;
 
-    fn event(parts: &[&str]) -> TelemetryEvent {
+    /// An event with just a name (shared with `scan`'s tests).
+    pub(crate) fn event(parts: &[&str]) -> TelemetryEvent {
         TelemetryEvent {
             event_parts: parts.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
     }
 
-    fn value(v: Value) -> TelemetryValue {
+    pub(crate) fn value(v: Value) -> TelemetryValue {
         TelemetryValue { value: Some(v) }
     }
 
@@ -92,7 +96,8 @@ mod tests {
 
     #[test]
     fn blank_correlation_id_and_zero_timestamp_are_absent() {
-        let v = validate_frame_event(&CATALOG, &event(&["python", "call", "start"])).unwrap();
+        let e = event(&["python", "call", "start"]);
+        let v = validate_frame_event(&CATALOG, &e).unwrap();
         assert_eq!((v.correlation_id, v.timestamp_ns), (None, None));
     }
 

@@ -4,6 +4,8 @@
 
 pub mod catalog;
 pub mod frame;
+pub mod raw_frames;
+pub mod scan;
 pub mod stderr;
 pub mod validate;
 pub mod wire;

@@ -14,7 +14,8 @@ pub const PREFIX: &str = "TELEMETRY:";
 pub enum StderrLine {
     /// An ordinary output line (goes to the logger).
     NotTelemetry,
-    Event(ValidEvent),
+    /// An accepted event (owning its strings: the parsed JSON is gone).
+    Event(ValidEvent<'static>),
 }
 
 /// Parses one output line (with or without its line ending).
@@ -34,13 +35,15 @@ pub fn parse_line(catalog: &Catalog, line: &[u8]) -> Result<StderrLine, Rejectio
     let Some(Value::String(name)) = obj.get("event") else {
         return Err(Rejection::InvalidPayload("\"event\" must be a string"));
     };
+    let measurements = entries(
+        obj.get("measurements"),
+        "\"measurements\" must be an object",
+    )?;
+    let metadata = entries(obj.get("metadata"), "\"metadata\" must be an object")?;
     let raw = RawEvent {
         name: RawName::Dotted(name),
-        measurements: entries(
-            obj.get("measurements"),
-            "\"measurements\" must be an object",
-        )?,
-        metadata: entries(obj.get("metadata"), "\"metadata\" must be an object")?,
+        measurements: &measurements,
+        metadata: &metadata,
         timestamp_ns: obj.get("timestamp_ns").and_then(Value::as_i64),
         correlation_id: match obj.get("correlation_id") {
             None | Some(Value::Null) => None,
@@ -52,7 +55,7 @@ pub fn parse_line(catalog: &Catalog, line: &[u8]) -> Result<StderrLine, Rejectio
             }
         },
     };
-    validate(catalog, &raw).map(StderrLine::Event)
+    validate(catalog, &raw).map(|e| StderrLine::Event(e.into_owned()))
 }
 
 fn entries<'a>(
@@ -95,7 +98,7 @@ mod tests {
         parse_line(&CATALOG, line.as_bytes())
     }
 
-    fn event(line: &str) -> ValidEvent {
+    fn event(line: &str) -> ValidEvent<'static> {
         match parse(line) {
             Ok(StderrLine::Event(e)) => e,
             other => panic!("expected an event, got {other:?}"),

@@ -1,6 +1,8 @@
 //! Turns a raw event from any path (gRPC frame, stderr line) into a
 //! [`ValidEvent`] or a [`Rejection`]. Nothing here allocates an atom or knows
-//! about the BEAM: keys are catalog indices or plain strings.
+//! about the BEAM: keys are catalog indices or plain strings. A valid event
+//! borrows its strings from the raw one (the frame or the parsed line): the
+//! NIF turns it into terms at once, so nothing is copied twice.
 //!
 //! Rules (README "Validation"):
 //! - the name must be a Python-layer catalog event, else `unknown_event`;
@@ -13,6 +15,8 @@
 //!   text, `null` drops the entry, nested values reject the event; values are
 //!   truncated to `max_metadata_value_bytes` at a UTF-8 boundary;
 //! - a blank correlation id becomes `None`.
+
+use std::borrow::Cow;
 
 use crate::catalog::{Catalog, EventId, KeyId};
 
@@ -28,29 +32,30 @@ pub enum RawValue<'a> {
     Nested,
 }
 
-/// The event name as it arrived.
+/// The event name as it arrived. `'s` is the caller's scratch (the lists),
+/// `'a` the input the strings borrow from.
 #[derive(Debug, Clone, Copy)]
-pub enum RawName<'a> {
+pub enum RawName<'s, 'a> {
     /// `tool.execution.stop`
     Dotted(&'a str),
     /// `["tool", "execution", "stop"]` (the wire's `event_parts`)
-    Parts(&'a [String]),
+    Parts(&'s [&'a str]),
 }
 
-#[derive(Debug, Clone)]
-pub struct RawEvent<'a> {
-    pub name: RawName<'a>,
-    pub measurements: Vec<(&'a str, RawValue<'a>)>,
-    pub metadata: Vec<(&'a str, RawValue<'a>)>,
+#[derive(Debug, Clone, Copy)]
+pub struct RawEvent<'s, 'a> {
+    pub name: RawName<'s, 'a>,
+    pub measurements: &'s [(&'a str, RawValue<'a>)],
+    pub metadata: &'s [(&'a str, RawValue<'a>)],
     /// Unix epoch nanoseconds; `None` or 0 means "not given".
     pub timestamp_ns: Option<i64>,
     pub correlation_id: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Key {
+pub enum Key<'a> {
     Known(KeyId),
-    Other(String),
+    Other(Cow<'a, str>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,12 +65,39 @@ pub enum Number {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ValidEvent {
+pub struct ValidEvent<'a> {
     pub event: EventId,
-    pub measurements: Vec<(Key, Number)>,
-    pub metadata: Vec<(Key, String)>,
+    pub measurements: Vec<(Key<'a>, Number)>,
+    /// Text as sent, or the text of a number or boolean.
+    pub metadata: Vec<(Key<'a>, Cow<'a, str>)>,
     pub timestamp_ns: Option<i64>,
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<Cow<'a, str>>,
+}
+
+impl ValidEvent<'_> {
+    /// A copy that owns its strings (for a caller that outlives the input).
+    pub fn into_owned(self) -> ValidEvent<'static> {
+        let key = |k: Key<'_>| match k {
+            Key::Known(id) => Key::Known(id),
+            Key::Other(s) => Key::Other(Cow::Owned(s.into_owned())),
+        };
+        let text = |s: Cow<'_, str>| Cow::Owned(s.into_owned());
+        ValidEvent {
+            event: self.event,
+            measurements: self
+                .measurements
+                .into_iter()
+                .map(|(k, n)| (key(k), n))
+                .collect(),
+            metadata: self
+                .metadata
+                .into_iter()
+                .map(|(k, v)| (key(k), text(v)))
+                .collect(),
+            timestamp_ns: self.timestamp_ns,
+            correlation_id: self.correlation_id.map(text),
+        }
+    }
 }
 
 /// Why an event was rejected. The snake_case name is the atom Elixir counts
@@ -94,6 +126,8 @@ pub enum Rejection {
     InvalidJson(String),
     #[error("payload is not a telemetry object: {0}")]
     InvalidPayload(&'static str),
+    #[error("event bytes are not a valid protobuf TelemetryEvent: {0}")]
+    Malformed(&'static str),
 }
 
 impl Rejection {
@@ -111,11 +145,12 @@ impl Rejection {
             Rejection::LineTooLong(_) => "line_too_long",
             Rejection::InvalidJson(_) => "invalid_json",
             Rejection::InvalidPayload(_) => "invalid_payload",
+            Rejection::Malformed(_) => "malformed",
         }
     }
 
     /// Every reason, so counters can be laid out up front.
-    pub const REASONS: [&'static str; 11] = [
+    pub const REASONS: [&'static str; 12] = [
         "unknown_event",
         "event_name_too_long",
         "too_many_measurements",
@@ -127,11 +162,15 @@ impl Rejection {
         "line_too_long",
         "invalid_json",
         "invalid_payload",
+        "malformed",
     ];
 }
 
 /// Validates `raw` against `catalog`.
-pub fn validate(catalog: &Catalog, raw: &RawEvent<'_>) -> Result<ValidEvent, Rejection> {
+pub fn validate<'a>(
+    catalog: &Catalog,
+    raw: &RawEvent<'_, 'a>,
+) -> Result<ValidEvent<'a>, Rejection> {
     let limits = &catalog.limits;
     let event = resolve_name(catalog, raw.name)?;
     if raw.measurements.len() > limits.max_measurements {
@@ -146,7 +185,7 @@ pub fn validate(catalog: &Catalog, raw: &RawEvent<'_>) -> Result<ValidEvent, Rej
         .map(|&(k, v)| Ok((measurement_key(catalog, k)?, number(k, v)?)))
         .collect::<Result<Vec<_>, Rejection>>()?;
     let mut metadata = Vec::with_capacity(raw.metadata.len());
-    for &(k, v) in &raw.metadata {
+    for &(k, v) in raw.metadata {
         let key = metadata_key(catalog, k)?;
         if let Some(text) = metadata_text(k, v, limits.max_metadata_value_bytes)? {
             metadata.push((key, text));
@@ -161,7 +200,7 @@ pub fn validate(catalog: &Catalog, raw: &RawEvent<'_>) -> Result<ValidEvent, Rej
     })
 }
 
-fn resolve_name(catalog: &Catalog, name: RawName<'_>) -> Result<EventId, Rejection> {
+fn resolve_name(catalog: &Catalog, name: RawName<'_, '_>) -> Result<EventId, Rejection> {
     let limits = &catalog.limits;
     let found = match name {
         RawName::Dotted(s) => {
@@ -175,7 +214,12 @@ fn resolve_name(catalog: &Catalog, name: RawName<'_>) -> Result<EventId, Rejecti
             if parts.len() > limits.max_event_parts || bytes > limits.max_event_name_bytes {
                 return Err(Rejection::EventNameTooLong);
             }
-            catalog.ingest_event(&parts.join("."))
+            // Joined on the stack: this runs once per event on the hot path.
+            let mut buf = [0u8; 256];
+            match join_parts(parts, &mut buf) {
+                Some(dotted) => catalog.ingest_event(dotted),
+                None => catalog.ingest_event(&parts.join(".")),
+            }
         }
     };
     found.ok_or_else(|| {
@@ -186,6 +230,23 @@ fn resolve_name(catalog: &Catalog, name: RawName<'_>) -> Result<EventId, Rejecti
     })
 }
 
+/// `parts` joined with dots in `buf`; `None` when it does not fit.
+fn join_parts<'b>(parts: &[&str], buf: &'b mut [u8]) -> Option<&'b str> {
+    let mut len = 0;
+    for (i, part) in parts.iter().enumerate() {
+        let dot = usize::from(i > 0);
+        let end = len + dot + part.len();
+        let slot = buf.get_mut(len..end)?;
+        if dot == 1 {
+            slot[0] = b'.';
+        }
+        slot[dot..].copy_from_slice(part.as_bytes());
+        len = end;
+    }
+    // Whole `&str`s and ASCII dots: always UTF-8.
+    std::str::from_utf8(&buf[..len]).ok()
+}
+
 fn check_key(key: &str, max: usize) -> Result<(), Rejection> {
     if key.is_empty() || key.len() > max {
         Err(Rejection::InvalidKey(max))
@@ -194,19 +255,19 @@ fn check_key(key: &str, max: usize) -> Result<(), Rejection> {
     }
 }
 
-fn measurement_key(catalog: &Catalog, key: &str) -> Result<Key, Rejection> {
+fn measurement_key<'a>(catalog: &Catalog, key: &'a str) -> Result<Key<'a>, Rejection> {
     check_key(key, catalog.limits.max_key_bytes)?;
     Ok(match catalog.measurement_key(key) {
         Some(id) => Key::Known(id),
-        None => Key::Other(key.to_owned()),
+        None => Key::Other(Cow::Borrowed(key)),
     })
 }
 
-fn metadata_key(catalog: &Catalog, key: &str) -> Result<Key, Rejection> {
+fn metadata_key<'a>(catalog: &Catalog, key: &'a str) -> Result<Key<'a>, Rejection> {
     check_key(key, catalog.limits.max_key_bytes)?;
     Ok(match catalog.metadata_key(key) {
         Some(id) => Key::Known(id),
-        None => Key::Other(key.to_owned()),
+        None => Key::Other(Cow::Borrowed(key)),
     })
 }
 
@@ -233,12 +294,16 @@ fn parse_number(s: &str) -> Option<Number> {
     s.parse::<f64>().ok().map(Number::Float)
 }
 
-fn metadata_text(key: &str, value: RawValue<'_>, max: usize) -> Result<Option<String>, Rejection> {
+fn metadata_text<'a>(
+    key: &str,
+    value: RawValue<'a>,
+    max: usize,
+) -> Result<Option<Cow<'a, str>>, Rejection> {
     Ok(Some(match value {
-        RawValue::Str(s) => truncate(s, max).to_owned(),
-        RawValue::Int(i) => i.to_string(),
-        RawValue::Float(f) => f.to_string(),
-        RawValue::Bool(b) => b.to_string(),
+        RawValue::Str(s) => Cow::Borrowed(truncate(s, max)),
+        RawValue::Int(i) => Cow::Owned(i.to_string()),
+        RawValue::Float(f) => Cow::Owned(f.to_string()),
+        RawValue::Bool(b) => Cow::Borrowed(if b { "true" } else { "false" }),
         RawValue::Null => return Ok(None),
         RawValue::Nested => return Err(Rejection::InvalidMetadata(key.to_owned())),
     }))
@@ -256,11 +321,11 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn correlation_id(id: Option<&str>, max: usize) -> Result<Option<String>, Rejection> {
+fn correlation_id(id: Option<&str>, max: usize) -> Result<Option<Cow<'_, str>>, Rejection> {
     match id.map(str::trim) {
         None | Some("") => Ok(None),
         Some(id) if id.len() > max => Err(Rejection::CorrelationIdTooLong(max)),
-        Some(id) => Ok(Some(id.to_owned())),
+        Some(id) => Ok(Some(Cow::Borrowed(id))),
     }
 }
 
@@ -269,21 +334,21 @@ mod tests {
     use super::*;
     use crate::catalog::CATALOG;
 
-    fn raw<'a>(name: &'a str) -> RawEvent<'a> {
+    fn raw<'a>(name: &'a str) -> RawEvent<'a, 'a> {
         RawEvent {
             name: RawName::Dotted(name),
-            measurements: vec![],
-            metadata: vec![],
+            measurements: &[],
+            metadata: &[],
             timestamp_ns: None,
             correlation_id: None,
         }
     }
 
-    fn ok(r: &RawEvent<'_>) -> ValidEvent {
+    fn ok<'a>(r: &RawEvent<'_, 'a>) -> ValidEvent<'a> {
         validate(&CATALOG, r).expect("valid")
     }
 
-    fn err(r: &RawEvent<'_>) -> &'static str {
+    fn err(r: &RawEvent<'_, '_>) -> &'static str {
         validate(&CATALOG, r).expect_err("rejected").reason()
     }
 
@@ -295,7 +360,7 @@ mod tests {
 
     #[test]
     fn event_parts_are_accepted() {
-        let parts = vec!["python".to_owned(), "call".to_owned(), "stop".to_owned()];
+        let parts = ["python", "call", "stop"];
         let mut r = raw("");
         r.name = RawName::Parts(&parts);
         assert_eq!(
@@ -310,7 +375,8 @@ mod tests {
         assert_eq!(err(&raw("pool.initialized")), "unknown_event");
         let long = "a.".repeat(200);
         assert_eq!(err(&raw(&long)), "event_name_too_long");
-        let parts: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+        let numbers: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+        let parts: Vec<&str> = numbers.iter().map(String::as_str).collect();
         let mut r = raw("");
         r.name = RawName::Parts(&parts);
         assert_eq!(err(&r), "event_name_too_long");
@@ -319,11 +385,11 @@ mod tests {
     #[test]
     fn allowlisted_keys_are_known_others_stay_strings() {
         let mut r = raw("tool.execution.stop");
-        r.measurements = vec![
+        r.measurements = &[
             ("duration", RawValue::Int(5)),
             ("my_gauge", RawValue::Float(1.5)),
         ];
-        r.metadata = vec![("tool", RawValue::Str("t")), ("custom", RawValue::Str("c"))];
+        r.metadata = &[("tool", RawValue::Str("t")), ("custom", RawValue::Str("c"))];
         let e = ok(&r);
         assert_eq!(
             e.measurements[0].0,
@@ -343,7 +409,7 @@ mod tests {
     #[test]
     fn numeric_strings_are_numbers_other_strings_reject() {
         let mut r = raw("tool.result_size");
-        r.measurements = vec![
+        r.measurements = &[
             ("bytes", RawValue::Str(" 42 ")),
             ("x", RawValue::Str("2.5")),
         ];
@@ -357,7 +423,11 @@ mod tests {
             RawValue::Null,
             RawValue::Nested,
         ] {
-            r.measurements = vec![("bytes", bad)];
+            let entries = [("bytes", bad)];
+            let r = RawEvent {
+                measurements: &entries,
+                ..r
+            };
             assert_eq!(err(&r), "invalid_measurement", "{bad:?}");
         }
     }
@@ -367,34 +437,36 @@ mod tests {
         let max = CATALOG.limits.max_metadata_value_bytes;
         let long = "é".repeat(max); // 2 bytes each: must cut on a boundary
         let mut r = raw("tool.result_size");
-        r.metadata = vec![
+        let entries = [
             ("n", RawValue::Int(7)),
             ("b", RawValue::Bool(true)),
             ("gone", RawValue::Null),
             ("long", RawValue::Str(&long)),
         ];
+        r.metadata = &entries;
         let e = ok(&r);
         assert_eq!(e.metadata.len(), 3);
         assert_eq!(e.metadata[0].1, "7");
         assert_eq!(e.metadata[1].1, "true");
         assert!(e.metadata[2].1.len() <= max && e.metadata[2].1.len() >= max - 1);
-        r.metadata = vec![("obj", RawValue::Nested)];
+        r.metadata = &[("obj", RawValue::Nested)];
         assert_eq!(err(&r), "invalid_metadata");
     }
 
     #[test]
     fn bad_keys_and_too_many_entries_are_rejected() {
         let mut r = raw("tool.result_size");
-        r.metadata = vec![("", RawValue::Str("x"))];
+        r.metadata = &[("", RawValue::Str("x"))];
         assert_eq!(err(&r), "invalid_key");
         let long = "k".repeat(65);
-        r.metadata = vec![(long.as_str(), RawValue::Str("x"))];
+        let entries = [(long.as_str(), RawValue::Str("x"))];
+        r.metadata = &entries;
         assert_eq!(err(&r), "invalid_key");
-        r.metadata = vec![];
-        r.measurements = vec![("count", RawValue::Int(1)); 33];
+        r.metadata = &[];
+        r.measurements = &[("count", RawValue::Int(1)); 33];
         assert_eq!(err(&r), "too_many_measurements");
-        r.measurements = vec![];
-        r.metadata = vec![("tool", RawValue::Str("x")); 65];
+        r.measurements = &[];
+        r.metadata = &[("tool", RawValue::Str("x")); 65];
         assert_eq!(err(&r), "too_many_metadata");
     }
 
@@ -433,6 +505,7 @@ mod tests {
             Rejection::LineTooLong(0),
             Rejection::InvalidJson(String::new()),
             Rejection::InvalidPayload(""),
+            Rejection::Malformed(""),
         ];
         let names: Vec<_> = all.iter().map(Rejection::reason).collect();
         assert_eq!(names, Rejection::REASONS);

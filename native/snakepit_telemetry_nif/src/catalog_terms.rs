@@ -9,11 +9,26 @@ use snakepit_telemetry_core::validate::Rejection;
 
 use crate::atoms;
 
+/// Metadata keys the NIF sets on every event: a worker-sent entry under one
+/// of these names is replaced, so it is skipped while encoding.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    No,
+    /// `correlation_id`, `timestamp_ns`: set on every path.
+    Always,
+    /// `node`, `worker_id`, `pool_name`, `python_pid`: set when the event
+    /// comes with a worker context (gRPC streams).
+    WithContext,
+}
+
 pub struct CatalogTerms {
     events: Vec<Vec<Atom>>,
     measurement_keys: Vec<Atom>,
     metadata_keys: Vec<Atom>,
     reasons: Vec<Atom>,
+    /// Per metadata key: set by the NIF itself, so a worker's value is
+    /// replaced (see [`Reserved`]).
+    reserved: Vec<Reserved>,
     /// `:erlang.convert_time_unit(1, :second, :native)`.
     native_per_second: i64,
 }
@@ -38,8 +53,18 @@ pub fn init(env: Env, load_info: Term) -> NifResult<()> {
         .iter()
         .map(|r| Atom::from_str(env, r))
         .collect::<NifResult<_>>()?;
+    let reserved = CATALOG
+        .metadata_keys
+        .iter()
+        .map(|k| match k.as_str() {
+            "correlation_id" | "timestamp_ns" => Reserved::Always,
+            "node" | "worker_id" | "pool_name" | "python_pid" => Reserved::WithContext,
+            _ => Reserved::No,
+        })
+        .collect();
     let terms = CatalogTerms {
         events,
+        reserved,
         measurement_keys: atoms_of(env, &CATALOG.measurement_keys)?,
         metadata_keys: atoms_of(env, &CATALOG.metadata_keys)?,
         reasons,
@@ -67,6 +92,10 @@ impl CatalogTerms {
 
     pub fn metadata_key(&self, id: KeyId) -> Atom {
         self.metadata_keys[id as usize]
+    }
+
+    pub fn reserved(&self, id: KeyId) -> Reserved {
+        self.reserved[id as usize]
     }
 
     pub fn reason(&self, rejection: &Rejection) -> Atom {

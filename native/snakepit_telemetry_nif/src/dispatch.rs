@@ -1,7 +1,10 @@
 //! Sends ready-made terms from a stream task to the owning Elixir process.
 //! Runs only on the runtime's threads (`OwnedEnv::send_and_clear` refuses
-//! scheduler threads). One `OwnedEnv` per stream, cleared after every send.
+//! scheduler threads). Events are turned into terms as they are validated,
+//! while the frame they borrow from is at hand, in the batch's own
+//! `OwnedEnv`; status messages use another, so neither clears the other.
 
+use rustler::env::SavedTerm;
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 use snakepit_telemetry_core::validate::ValidEvent;
 
@@ -16,6 +19,13 @@ pub struct Dispatcher {
     owner: LocalPid,
     env: OwnedEnv,
     stream_id: u64,
+    batch: Batch,
+}
+
+/// The events of the next batch message, already terms.
+struct Batch {
+    env: OwnedEnv,
+    events: Vec<SavedTerm>,
 }
 
 /// A status event of the catalog's gRPC layer, e.g. `[:snakepit, :grpc, :stream, :opened]`.
@@ -39,29 +49,41 @@ impl Dispatcher {
             owner,
             env: OwnedEnv::new(),
             stream_id,
+            batch: Batch {
+                env: OwnedEnv::new(),
+                events: Vec::new(),
+            },
         }
     }
 
-    /// `{:snakepit_telemetry_batch, stream_id, [{event, measurements, metadata}, ...]}`
-    pub fn send_batch(
-        &mut self,
-        events: &[ValidEvent],
-        ctx: &WorkerContext,
-    ) -> Result<(), OwnerGone> {
+    /// Adds an event to the next batch.
+    pub fn push(&mut self, e: &ValidEvent<'_>, ctx: &WorkerContext) {
+        let batch = &mut self.batch;
         let terms = catalog_terms::get();
+        let saved = batch.env.run(|env| {
+            let tuple = encode::event_tuple(env, terms, e, Some(ctx));
+            batch.env.save(tuple)
+        });
+        batch.events.push(saved);
+    }
+
+    /// Events waiting for `send_batch`.
+    pub fn pending(&self) -> usize {
+        self.batch.events.len()
+    }
+
+    /// `{:snakepit_telemetry_batch, stream_id, [{event, measurements, metadata}, ...]}`
+    /// with the events pushed since the last one.
+    pub fn send_batch(&mut self) -> Result<(), OwnerGone> {
         let id = self.stream_id;
-        self.env
-            .send_and_clear(&self.owner, |env| {
-                let list: Vec<Term> = events
-                    .iter()
-                    .map(|e| {
-                        let (n, m, md) = encode::event_terms(env, terms, e, Some(ctx));
-                        rustler::types::tuple::make_tuple(env, &[n, m, md])
-                    })
-                    .collect();
-                (atoms::snakepit_telemetry_batch(), id, list).encode(env)
-            })
-            .map_err(|_| OwnerGone)
+        let batch = &mut self.batch;
+        let events = &batch.events;
+        let sent = batch.env.send_and_clear(&self.owner, |env| {
+            let list: Vec<Term> = events.iter().map(|t| t.load(env)).collect();
+            (atoms::snakepit_telemetry_batch(), id, list).encode(env)
+        });
+        batch.events.clear();
+        sent.map_err(|_| OwnerGone)
     }
 
     /// `{:snakepit_telemetry_status, stream_id, event, measurements, metadata}`

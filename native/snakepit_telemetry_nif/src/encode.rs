@@ -1,12 +1,29 @@
 //! Encodes a validated event as the three arguments of `:telemetry.execute/3`.
+//! Runs once per event on the ingest path: no heap allocation for events of
+//! usual size (the key/value arrays live on the stack).
 
 use rustler::{Encoder, Env, Term};
+use smallvec::SmallVec;
 use snakepit_telemetry_core::catalog::CATALOG;
 use snakepit_telemetry_core::validate::{Key, Number, ValidEvent};
 
 use crate::atoms;
-use crate::catalog_terms::CatalogTerms;
+use crate::catalog_terms::{CatalogTerms, Reserved};
 use crate::config::{Name, WorkerContext};
+
+/// Map entries kept on the stack (metadata: the event's plus six set here).
+type Entries<'a> = SmallVec<[Term<'a>; 16]>;
+
+/// `{event_name, measurements, metadata}` as a tuple.
+pub fn event_tuple<'a>(
+    env: Env<'a>,
+    terms: &CatalogTerms,
+    e: &ValidEvent<'_>,
+    ctx: Option<&WorkerContext>,
+) -> Term<'a> {
+    let (n, m, md) = event_terms(env, terms, e, ctx);
+    rustler::types::tuple::make_tuple(env, &[n, m, md])
+}
 
 /// `{event_name, measurements, metadata}`; metadata holds the validated
 /// entries plus `correlation_id` (nil when blank) and `timestamp_ns` (nil when
@@ -15,7 +32,7 @@ use crate::config::{Name, WorkerContext};
 pub fn event_terms<'a>(
     env: Env<'a>,
     terms: &CatalogTerms,
-    e: &ValidEvent,
+    e: &ValidEvent<'_>,
     ctx: Option<&WorkerContext>,
 ) -> (Term<'a>, Term<'a>, Term<'a>) {
     let name = terms.event(e.event).encode(env);
@@ -35,16 +52,16 @@ pub fn name_term<'a>(env: Env<'a>, name: &Name) -> Term<'a> {
     }
 }
 
-fn measurements<'a>(env: Env<'a>, terms: &CatalogTerms, e: &ValidEvent) -> Term<'a> {
-    let mut keys = Vec::with_capacity(e.measurements.len());
-    let mut values = Vec::with_capacity(e.measurements.len());
+fn measurements<'a>(env: Env<'a>, terms: &CatalogTerms, e: &ValidEvent<'_>) -> Term<'a> {
+    let mut keys = Entries::new();
+    let mut values = Entries::new();
     for (key, n) in &e.measurements {
         let (k, is_duration) = match key {
             Key::Known(id) => (
                 terms.measurement_key(*id).encode(env),
                 CATALOG.is_duration(*id),
             ),
-            Key::Other(s) => (s.encode(env), false),
+            Key::Other(s) => (s.as_ref().encode(env), false),
         };
         let v = match (*n, is_duration) {
             (Number::Int(i), true) => terms.ns_to_native(i).encode(env),
@@ -61,61 +78,50 @@ fn measurements<'a>(env: Env<'a>, terms: &CatalogTerms, e: &ValidEvent) -> Term<
 fn metadata<'a>(
     env: Env<'a>,
     terms: &CatalogTerms,
-    e: &ValidEvent,
+    e: &ValidEvent<'_>,
     ctx: Option<&WorkerContext>,
 ) -> Term<'a> {
-    let n = e.metadata.len() + 6;
-    let mut keys = Vec::with_capacity(n);
-    let mut values = Vec::with_capacity(n);
+    let mut keys = Entries::new();
+    let mut values = Entries::new();
     for (key, v) in &e.metadata {
         let k = match key {
-            Key::Known(id) => terms.metadata_key(*id).encode(env),
-            Key::Other(s) => s.encode(env),
+            Key::Known(id) => match terms.reserved(*id) {
+                Reserved::Always => continue,
+                Reserved::WithContext if ctx.is_some() => continue,
+                _ => terms.metadata_key(*id).encode(env),
+            },
+            Key::Other(s) => s.as_ref().encode(env),
         };
         keys.push(k);
-        values.push(v.encode(env));
+        values.push(v.as_ref().encode(env));
     }
-    put(
-        &mut keys,
-        &mut values,
-        atoms::correlation_id().encode(env),
-        opt(env, &e.correlation_id),
+    let mut set = |k: rustler::Atom, v: Term<'a>| {
+        keys.push(k.encode(env));
+        values.push(v);
+    };
+    set(
+        atoms::correlation_id(),
+        opt(env, e.correlation_id.as_deref()),
     );
-    put(
-        &mut keys,
-        &mut values,
-        atoms::timestamp_ns().encode(env),
-        opt(env, &e.timestamp_ns),
-    );
+    set(atoms::timestamp_ns(), opt(env, e.timestamp_ns));
     if let Some(ctx) = ctx {
-        let mut set = |k: rustler::Atom, v: Term<'a>| put(&mut keys, &mut values, k.encode(env), v);
         set(atoms::node(), ctx.node.encode(env));
         set(atoms::worker_id(), ctx.worker_id.encode(env));
         set(atoms::pool_name(), name_term(env, &ctx.pool_name));
-        set(atoms::python_pid(), opt(env, &ctx.python_pid));
+        set(atoms::python_pid(), opt(env, ctx.python_pid));
     }
     map(env, &keys, &values)
 }
 
-fn opt<'a, T: Encoder>(env: Env<'a>, v: &Option<T>) -> Term<'a> {
+fn opt<T: Encoder>(env: Env<'_>, v: Option<T>) -> Term<'_> {
     match v {
         Some(v) => v.encode(env),
         None => atoms::nil().encode(env),
     }
 }
 
-/// Sets `key` (replacing a worker-sent entry of the same name).
-fn put<'a>(keys: &mut Vec<Term<'a>>, values: &mut Vec<Term<'a>>, key: Term<'a>, value: Term<'a>) {
-    match keys.iter().position(|k| *k == key) {
-        Some(i) => values[i] = value,
-        None => {
-            keys.push(key);
-            values.push(value);
-        }
-    }
-}
-
-/// Builds a map; keys are unique by construction (validated maps, `put`).
+/// Builds a map; keys are unique by construction (validated maps, reserved
+/// keys skipped above).
 fn map<'a>(env: Env<'a>, keys: &[Term<'a>], values: &[Term<'a>]) -> Term<'a> {
     Term::map_from_term_arrays(env, keys, values).expect("unique keys")
 }

@@ -12,16 +12,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use rustler::LocalPid;
 use snakepit_telemetry_core::catalog::CATALOG;
-use snakepit_telemetry_core::frame::validate_frame_event;
-use snakepit_telemetry_core::validate::ValidEvent;
-use snakepit_telemetry_core::wire::bridge_service_client::BridgeServiceClient;
-use snakepit_telemetry_core::wire::{TelemetryControl, TelemetryEvent, TelemetryEventBatch};
+use snakepit_telemetry_core::raw_frames::RawFrames;
+use snakepit_telemetry_core::scan::{split_batch, EventScratch};
+use snakepit_telemetry_core::validate::Rejection;
+use snakepit_telemetry_core::wire::TelemetryControl;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
-use tonic::{Code, Streaming};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, IntoStreamingRequest, Streaming};
 
 use crate::catalog_terms;
 use crate::config::{RpcChoice, StreamConfig};
@@ -35,25 +37,21 @@ pub struct Shared {
     pub credit: Semaphore,
 }
 
-enum Incoming {
-    Batched(Streaming<TelemetryEventBatch>),
-    Stock(Streaming<TelemetryEvent>),
-}
-
-enum Frame {
-    Batch(TelemetryEventBatch),
-    One(TelemetryEvent),
+/// An open telemetry stream: raw frames, decoded by `scan` in `ingest`
+/// (stock RPC: a frame is one `TelemetryEvent`; else a `TelemetryEventBatch`).
+struct Incoming {
+    frames: Streaming<Bytes>,
 }
 
 impl Incoming {
     /// Cancel-safe: `Streaming::message` keeps no state in its future.
-    async fn next(&mut self) -> Result<Option<Frame>, tonic::Status> {
-        Ok(match self {
-            Incoming::Batched(s) => s.message().await?.map(Frame::Batch),
-            Incoming::Stock(s) => s.message().await?.map(Frame::One),
-        })
+    async fn next(&mut self) -> Result<Option<Bytes>, tonic::Status> {
+        self.frames.message().await
     }
 }
+
+const STOCK_PATH: &str = "/snakepit.bridge.BridgeService/StreamTelemetry";
+const BATCHED_PATH: &str = "/snakepit.bridge.BridgeService/StreamTelemetryBatched";
 
 /// Why the task stopped.
 enum Stop {
@@ -74,7 +72,6 @@ struct Task {
     controls: mpsc::Receiver<TelemetryControl>,
     dispatcher: Dispatcher,
     settings: Settings,
-    pending: Vec<ValidEvent>,
     use_stock: bool,
 }
 
@@ -88,7 +85,6 @@ pub async fn run(
     let mut task = Task {
         dispatcher: Dispatcher::new(owner, cfg.stream_id),
         use_stock: cfg.rpc == RpcChoice::Stock,
-        pending: Vec::with_capacity(cfg.max_batch),
         settings: Settings::default(),
         cfg,
         shared,
@@ -289,7 +285,7 @@ impl Task {
             let mut end = self.take(next, &mut messages);
             // Take what is already there, up to a batch, then deliver: large
             // batches under load, no added latency when the stream is idle.
-            while end.is_none() && self.pending.len() < self.cfg.max_batch {
+            while end.is_none() && self.dispatcher.pending() < self.cfg.max_batch {
                 match now_or_never(incoming.next()) {
                     Some(next) => end = self.take(next, &mut messages),
                     None => break,
@@ -305,13 +301,13 @@ impl Task {
     /// Ingests one read result; `Some(reason)` when the stream ended.
     fn take(
         &mut self,
-        next: Result<Option<Frame>, tonic::Status>,
+        next: Result<Option<Bytes>, tonic::Status>,
         messages: &mut i64,
     ) -> Option<String> {
         match next {
             Ok(Some(frame)) => {
                 *messages += 1;
-                self.ingest(frame);
+                self.ingest(&frame);
                 None
             }
             Ok(None) => Some("closed by worker".to_owned()),
@@ -319,30 +315,34 @@ impl Task {
         }
     }
 
-    fn ingest(&mut self, frame: Frame) {
+    /// Decodes, validates and encodes one frame's events into the next
+    /// batch; rejections are counted by reason.
+    fn ingest(&mut self, frame: &[u8]) {
         let stats = &self.shared.stats;
         StreamStats::add(&stats.frames, 1);
-        let events = match frame {
-            Frame::One(e) => vec![e],
-            Frame::Batch(b) => {
-                // Running totals of the worker process: keep the largest seen.
-                for (counter, total) in [
-                    (&stats.python_dropped, b.dropped_total),
-                    (&stats.python_emitted, b.emitted_total),
-                    (&stats.python_sampled_out, b.sampled_out_total),
-                    (&stats.python_filtered_out, b.filtered_out_total),
-                    (&stats.python_disabled, b.disabled_total),
-                ] {
-                    counter.fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+        StreamStats::add(&stats.bytes, frame.len() as u64);
+        let mut batch = Vec::new();
+        let events: &[&[u8]] = if self.use_stock {
+            std::slice::from_ref(&frame)
+        } else {
+            match split_batch(frame, &mut batch) {
+                Ok(totals) => {
+                    let n = batch.len() as u64;
+                    stats.sources.lock().unwrap().observe(&totals, n);
+                    &batch
                 }
-                b.events
+                Err(e) => {
+                    // Its events cannot be counted: the frame counts as one.
+                    stats.reject(&Rejection::Malformed(e.0));
+                    return;
+                }
             }
         };
         StreamStats::add(&stats.events_received, events.len() as u64);
-        for e in &events {
-            StreamStats::add(&stats.bytes, prost::Message::encoded_len(e) as u64);
-            match validate_frame_event(&CATALOG, e) {
-                Ok(valid) => self.pending.push(valid),
+        let mut scratch = EventScratch::new();
+        for event in events {
+            match scratch.validate(&CATALOG, event) {
+                Ok(valid) => self.dispatcher.push(&valid, &self.cfg.context),
                 Err(rejection) => stats.reject(&rejection),
             }
         }
@@ -350,7 +350,8 @@ impl Task {
 
     /// Delivers pending events as one batch, waiting for credit first.
     async fn flush(&mut self, tx: &mpsc::Sender<TelemetryControl>) -> Result<(), Stop> {
-        if self.pending.is_empty() {
+        let n = self.dispatcher.pending();
+        if n == 0 {
             return Ok(());
         }
         let got_credit = self.shared.credit.try_acquire().map(|p| p.forget()).is_ok();
@@ -372,12 +373,10 @@ impl Task {
                 }
             }
         }
-        self.dispatcher
-            .send_batch(&self.pending, &self.cfg.context)?;
+        self.dispatcher.send_batch()?;
         let stats = &self.shared.stats;
-        StreamStats::add(&stats.events_delivered, self.pending.len() as u64);
+        StreamStats::add(&stats.events_delivered, n as u64);
         StreamStats::add(&stats.batches_sent, 1);
-        self.pending.clear();
         Ok(())
     }
 
@@ -444,28 +443,16 @@ async fn open_stream(
         .await
         .map_err(|_| "connect timed out".to_owned())?
         .map_err(|e| format!("connect failed: {e}"))?;
-    let mut client =
-        BridgeServiceClient::new(channel).max_decoding_message_size(cfg.max_frame_bytes);
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(cfg.max_frame_bytes);
     loop {
         let (tx, rx) = mpsc::channel(64);
         for frame in &opening {
             tx.try_send(frame.clone())
                 .expect("room for the opening frames");
         }
-        let requests = ReceiverStream::new(rx);
-        let opened = if stock {
-            let call = client.stream_telemetry(requests);
-            tokio::time::timeout(cfg.open_timeout, call)
-                .await
-                .map(|r| r.map(|resp| Incoming::Stock(resp.into_inner())))
-        } else {
-            let call = client.stream_telemetry_batched(requests);
-            tokio::time::timeout(cfg.open_timeout, call)
-                .await
-                .map(|r| r.map(|resp| Incoming::Batched(resp.into_inner())))
-        };
+        let opened = tokio::time::timeout(cfg.open_timeout, open_call(&mut grpc, rx, stock)).await;
         match opened {
-            Ok(Ok(incoming)) => return Ok((incoming, tx, stock)),
+            Ok(Ok(frames)) => return Ok((Incoming { frames }, tx, stock)),
             Ok(Err(s))
                 if s.code() == Code::Unimplemented && !stock && cfg.rpc == RpcChoice::Auto =>
             {
@@ -475,6 +462,21 @@ async fn open_stream(
             Err(_) => return Err("stream open timed out".to_owned()),
         }
     }
+}
+
+/// Opens either telemetry RPC, receiving its frames undecoded.
+async fn open_call(
+    grpc: &mut tonic::client::Grpc<Channel>,
+    controls: mpsc::Receiver<TelemetryControl>,
+    stock: bool,
+) -> Result<Streaming<Bytes>, tonic::Status> {
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("channel not ready: {e}")))?;
+    let path = PathAndQuery::from_static(if stock { STOCK_PATH } else { BATCHED_PATH });
+    let request = ReceiverStream::new(controls).into_streaming_request();
+    let codec = RawFrames::<TelemetryControl>::default();
+    Ok(grpc.streaming(request, path, codec).await?.into_inner())
 }
 
 fn describe(s: &tonic::Status) -> String {

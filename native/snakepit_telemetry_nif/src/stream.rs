@@ -118,6 +118,7 @@ fn stream_stats<'a>(env: Env<'a>, handle: ResourceArc<StreamHandle>) -> NifResul
         .collect::<NifResult<_>>()?;
     let rejected_total: u64 = rejected.iter().map(|(_, n)| n).sum();
     let last_error = s.last_error.lock().unwrap().clone();
+    let (python, lost) = s.sources.lock().unwrap().totals();
     let pairs: Vec<(Term, Term)> = vec![
         (key(env, "id"), handle.id.encode(env)),
         (
@@ -143,20 +144,18 @@ fn stream_stats<'a>(env: Env<'a>, handle: ResourceArc<StreamHandle>) -> NifResul
         ),
         (key(env, "connects"), g(&s.connects).encode(env)),
         (key(env, "reconnects"), g(&s.reconnects).encode(env)),
-        (key(env, "python_dropped"), g(&s.python_dropped).encode(env)),
-        (key(env, "python_emitted"), g(&s.python_emitted).encode(env)),
+        (key(env, "python_dropped"), python.dropped.encode(env)),
+        (key(env, "python_emitted"), python.emitted.encode(env)),
         (
             key(env, "python_sampled_out"),
-            g(&s.python_sampled_out).encode(env),
+            python.sampled_out.encode(env),
         ),
         (
             key(env, "python_filtered_out"),
-            g(&s.python_filtered_out).encode(env),
+            python.filtered_out.encode(env),
         ),
-        (
-            key(env, "python_disabled"),
-            g(&s.python_disabled).encode(env),
-        ),
+        (key(env, "python_disabled"), python.disabled.encode(env)),
+        (key(env, "python_lost"), lost.encode(env)),
         (key(env, "credit_waits"), g(&s.credit_waits).encode(env)),
         (key(env, "controls_sent"), g(&s.controls_sent).encode(env)),
         (key(env, "last_error"), last_error.encode(env)),

@@ -325,6 +325,9 @@ def test_batched_rpc_delivers_events_buffered_before_attach_with_the_wire_mappin
             assert name(second) == "python.call.start" and second.correlation_id == ""
             assert [name(e) for e in batch.events[2:]] == ["x.y", "x.y"]
             assert batch.emitted_total == 6 and batch.dropped_total == 2
+            # The totals name their source: this stream object, not another.
+            assert batch.source_id == stream.source_id > 0
+            assert TelemetryStream().source_id != stream.source_id
             call.cancel()
 
     run(main())

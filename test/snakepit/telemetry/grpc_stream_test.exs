@@ -193,6 +193,13 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
          %{worker_id: id} do
       w = start_registered(id, stream: [backoff_initial_ms: 50, backoff_max_ms: 200])
       assert_receive {[:snakepit, :grpc, :connection, :established], _, %{duration: _}, _}, 5_000
+      emit(w, %{count: 20})
+
+      first =
+        eventually(fn ->
+          {:ok, s} = GrpcStream.stats(id)
+          s.python_emitted > 20 and s.accounting.unaccounted == 0 and s.python_emitted
+        end)
 
       PythonWorker.kill(w)
 
@@ -212,6 +219,13 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
       emit(Map.put(w2, :channel, channel), %{count: 1})
       assert_receive {@result_size, _, _, %{worker_id: ^id}}, 5_000
       assert {:ok, %{reconnects: 1}} = GrpcStream.stats(id)
+
+      # The new process counts from zero: its totals add to the first one's
+      # (a running maximum would stay at `first`); nothing is unaccounted.
+      eventually(fn ->
+        {:ok, s} = GrpcStream.stats(id)
+        s.python_emitted > first and s.accounting.unaccounted == 0 and s.python_lost == 0
+      end)
     end
 
     test "settings are replayed after a reconnect", %{worker_id: id} do

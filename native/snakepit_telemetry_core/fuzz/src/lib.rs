@@ -7,11 +7,13 @@
 
 use serde_json::{json, Map, Value};
 use snakepit_telemetry_core::catalog::{Catalog, CATALOG};
+use prost::Message;
 use snakepit_telemetry_core::frame::validate_frame_event;
+use snakepit_telemetry_core::scan::{split_batch, EventScratch};
 use snakepit_telemetry_core::stderr::{self, StderrLine, PREFIX};
 use snakepit_telemetry_core::validate::{Key, Number, Rejection, ValidEvent};
 use snakepit_telemetry_core::wire::telemetry_value::Value as WireValue;
-use snakepit_telemetry_core::wire::TelemetryEvent;
+use snakepit_telemetry_core::wire::{TelemetryEvent, TelemetryEventBatch};
 
 /// The `stderr_line` target: any bytes, as one output line of a worker.
 pub fn fuzz_stderr_line(line: &[u8]) {
@@ -45,6 +47,108 @@ pub fn fuzz_stderr_line(line: &[u8]) {
             _ => panic!("a trailing newline changed {result:?} into {again:?}"),
         }
     }
+}
+
+/// The `frame_batch` target: any bytes as one `TelemetryEventBatch` frame.
+/// The NIF's splitter agrees with prost on every frame prost decodes (same
+/// events, same totals), and each event goes through [`fuzz_event_bytes`].
+pub fn fuzz_frame_batch(frame: &[u8]) {
+    let mut events = Vec::new();
+    let split = split_batch(frame, &mut events);
+    if let Ok(batch) = TelemetryEventBatch::decode(frame) {
+        let totals = split.unwrap_or_else(|e| panic!("prost decodes, the splitter says {e}"));
+        assert_eq!(events.len(), batch.events.len(), "event count");
+        assert_eq!(
+            (totals.dropped, totals.emitted, totals.sampled_out),
+            (
+                batch.dropped_total,
+                batch.emitted_total,
+                batch.sampled_out_total
+            )
+        );
+        assert_eq!(
+            (totals.filtered_out, totals.disabled, totals.source_id),
+            (
+                batch.filtered_out_total,
+                batch.disabled_total,
+                batch.source_id
+            )
+        );
+    }
+    for event in events {
+        fuzz_event_bytes(event);
+    }
+}
+
+/// The `frame_event` target: any bytes as one `TelemetryEvent` (a stock
+/// frame or one event of a batch). The NIF's single-pass decoder (`scan`)
+/// never panics, holds the invariants, and decides as prost + validation do
+/// on every event prost decodes (the differences `scan` documents aside).
+pub fn fuzz_event_bytes(bytes: &[u8]) {
+    let catalog = &*CATALOG;
+    let scanned = EventScratch::new().validate(catalog, bytes);
+    match &scanned {
+        Ok(v) => check_valid_event(catalog, v),
+        Err(r) => check_rejection(r),
+    }
+    let Ok(e) = TelemetryEvent::decode(bytes) else {
+        // Prost refuses the bytes: so must the scanner (as `malformed`, or
+        // earlier, for a limit it hit first).
+        assert!(scanned.is_err(), "prost refuses what scan accepts: {scanned:?}");
+        return;
+    };
+    let reference = validate_frame_event(catalog, &e);
+    // On what an encoder writes (prost's own encoding of the decoded event)
+    // both decide exactly alike.
+    let canonical = e.encode_to_vec();
+    let on_canonical = EventScratch::new().validate(catalog, &canonical);
+    agree(&on_canonical, &reference, &e, &canonical);
+    // On other bytes prost decodes, scan may refuse more (documented: a
+    // wire type prost does not check, a repeated key past the limit), but
+    // what it accepts is what prost + validation accept.
+    match &scanned {
+        Ok(_) => agree(&scanned, &reference, &e, bytes),
+        Err(Rejection::Malformed(_)) => assert_ne!(canonical, bytes, "malformed canonical bytes"),
+        Err(_) => agree(&scanned, &reference, &e, bytes),
+    }
+    fuzz_frame_event(&e);
+}
+
+fn agree(
+    scanned: &Result<ValidEvent<'_>, Rejection>,
+    reference: &Result<ValidEvent<'_>, Rejection>,
+    e: &TelemetryEvent,
+    bytes: &[u8],
+) {
+    match (scanned, reference) {
+        (Ok(a), Ok(b)) => assert_eq!(normalized(a), normalized(b), "scan and prost differ"),
+        // Documented: the scanner stops at one entry past the limit even
+        // when repeated keys leave fewer (prost's maps hold unique keys).
+        (Err(Rejection::TooManyMeasurements(_) | Rejection::TooManyMetadata(_)), Ok(_)) => {
+            assert!(repeats_keys(e, bytes), "too many without repeated keys")
+        }
+        // Both reject; scan may see another problem first (it checks in
+        // wire order, validation after decoding everything).
+        (Err(_), Err(_)) => {}
+        _ => panic!("scan says {scanned:?}, prost + validation say {reference:?}"),
+    }
+}
+
+/// Whether the wire bytes carry more map entries than prost kept (counted
+/// with prost's own field walker).
+fn repeats_keys(e: &TelemetryEvent, mut bytes: &[u8]) -> bool {
+    use prost::encoding::{decode_key, skip_field, DecodeContext};
+    let mut entries = 0;
+    while !bytes.is_empty() {
+        let Ok((tag, wire)) = decode_key(&mut bytes) else {
+            return false;
+        };
+        entries += usize::from(tag == 2 || tag == 3);
+        if skip_field(wire, tag, &mut bytes, DecodeContext::default()).is_err() {
+            return false;
+        }
+    }
+    entries > e.measurements.len() + e.metadata.len()
 }
 
 /// The per-event part of `frame_event` and `frame_batch`: validation holds
@@ -106,7 +210,7 @@ pub fn as_stderr_line(e: &TelemetryEvent) -> String {
 }
 
 /// Panics unless `e` satisfies every limit of `catalog`.
-pub fn check_valid_event(catalog: &Catalog, e: &ValidEvent) {
+pub fn check_valid_event(catalog: &Catalog, e: &ValidEvent<'_>) {
     let l = &catalog.limits;
     let def = catalog
         .events
@@ -196,11 +300,11 @@ pub fn check_rejection(r: &Rejection) {
 
 /// Order-independent view of an event, to compare two ingest paths (the
 /// wire's maps are HashMaps, JSON objects are sorted).
-pub fn normalized(e: &ValidEvent) -> ValidEvent {
-    let mut e = e.clone();
+pub fn normalized(e: &ValidEvent<'_>) -> ValidEvent<'static> {
+    let mut e = e.clone().into_owned();
     let key = |k: &Key| match k {
         Key::Known(id) => (0, *id, String::new()),
-        Key::Other(s) => (1, 0, s.clone()),
+        Key::Other(s) => (1, 0, s.to_string()),
     };
     e.measurements.sort_by_key(|(k, _)| key(k));
     e.metadata.sort_by_key(|(k, _)| key(k));

@@ -155,17 +155,19 @@ class TelemetryEventFilter(_message.Message):
     def __init__(self, allow: _Optional[_Iterable[str]] = ..., deny: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TelemetryEventBatch(_message.Message):
-    __slots__ = ("events", "dropped_total", "emitted_total", "sampled_out_total", "filtered_out_total", "disabled_total")
+    __slots__ = ("events", "dropped_total", "emitted_total", "sampled_out_total", "filtered_out_total", "disabled_total", "source_id")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     EMITTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     SAMPLED_OUT_TOTAL_FIELD_NUMBER: _ClassVar[int]
     FILTERED_OUT_TOTAL_FIELD_NUMBER: _ClassVar[int]
     DISABLED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[TelemetryEvent]
     dropped_total: int
     emitted_total: int
     sampled_out_total: int
     filtered_out_total: int
     disabled_total: int
-    def __init__(self, events: _Optional[_Iterable[_Union[TelemetryEvent, _Mapping]]] = ..., dropped_total: _Optional[int] = ..., emitted_total: _Optional[int] = ..., sampled_out_total: _Optional[int] = ..., filtered_out_total: _Optional[int] = ..., disabled_total: _Optional[int] = ...) -> None: ...
+    source_id: int
+    def __init__(self, events: _Optional[_Iterable[_Union[TelemetryEvent, _Mapping]]] = ..., dropped_total: _Optional[int] = ..., emitted_total: _Optional[int] = ..., sampled_out_total: _Optional[int] = ..., filtered_out_total: _Optional[int] = ..., disabled_total: _Optional[int] = ..., source_id: _Optional[int] = ...) -> None: ...

@@ -111,14 +111,15 @@ _VERDICT_CACHE_LIMIT = 4096
 #: Events per frame of the stock (one event per message) RPC taken at once.
 _STOCK_CHUNK = 64
 
-#: Bytes of a batch besides its events (the totals: at most 5 x 11 bytes).
-_BATCH_OVERHEAD = 64
+#: Bytes of a batch besides its events (totals and source id: at most 6 x 11 bytes).
+_BATCH_OVERHEAD = 80
 
 _TAG_DROPPED = BATCH_TOTAL_TAGS["dropped_total"]
 _TAG_EMITTED = BATCH_TOTAL_TAGS["emitted_total"]
 _TAG_SAMPLED_OUT = BATCH_TOTAL_TAGS["sampled_out_total"]
 _TAG_FILTERED_OUT = BATCH_TOTAL_TAGS["filtered_out_total"]
 _TAG_DISABLED = BATCH_TOTAL_TAGS["disabled_total"]
+_TAG_SOURCE_ID = BATCH_TOTAL_TAGS["source_id"]
 
 
 class _Policy(dict):
@@ -247,6 +248,9 @@ class TelemetryStream:
         self.max_frame_bytes = max_frame_bytes
         self.max_batch_bytes = min(max_batch_bytes, max_frame_bytes)
         self.totals_interval = totals_interval
+        #: Names this stream's running totals on the wire: Elixir adds the
+        #: totals of a restarted worker to the old ones instead of mixing them.
+        self.source_id = random.getrandbits(63) or 1
         self._buffer: deque[tuple[str, dict, dict, int, str | None]] = deque()
         self._policy = _Policy()
         self._lock = threading.Lock()
@@ -411,6 +415,7 @@ class TelemetryStream:
             (_TAG_SAMPLED_OUT, sampled),
             (_TAG_FILTERED_OUT, filtered),
             (_TAG_DISABLED, disabled),
+            (_TAG_SOURCE_ID, self.source_id),
         )
 
     # --- closing ------------------------------------------------------------------

@@ -55,13 +55,15 @@ _INT64_MAX = (1 << 63) - 1
 _TWO_64 = 1 << 64
 _pack_double = struct.Struct("<d").pack
 
-#: Field tags of the running totals of ``TelemetryEventBatch`` (fields 2..6, varint).
+#: Field tags of the running totals of ``TelemetryEventBatch`` (fields 2..6,
+#: varint) and of ``source_id`` (field 7), which names whose totals they are.
 BATCH_TOTAL_TAGS = {
     "dropped_total": b"\x10",
     "emitted_total": b"\x18",
     "sampled_out_total": b"\x20",
     "filtered_out_total": b"\x28",
     "disabled_total": b"\x30",
+    "source_id": b"\x38",
 }
 
 # Strings longer than this (encoded) are encoded every time instead of cached.
