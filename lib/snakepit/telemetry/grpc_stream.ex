@@ -172,11 +172,14 @@ defmodule Snakepit.Telemetry.GrpcStream do
     * `:python_emitted`, `:python_dropped`, `:python_sampled_out`,
       `:python_filtered_out`, `:python_disabled` (the worker's own running
       totals, reported on the batched RPC)
+    * `:python_lost` - events a previous worker process (same address,
+      another `source_id`) reported as emitted but that never arrived: lost
+      with its connection, estimated from its own last reported count
     * `:accounting` - where every event the worker emitted went:
       `%{emitted, delivered, dropped: %{queue_full, sampled_out, filtered_out,
-      disabled, rejected}, unaccounted}`; `unaccounted` is what is still
-      buffered at the worker or in flight, or was lost with a connection
-      (estimated from the worker's own count; 0 once a quiet stream settles)
+      disabled, rejected, lost_with_connection}, unaccounted}`; `unaccounted`
+      is what is still buffered at the current worker or in flight (0 once a
+      quiet stream settles)
     * `:connects`, `:reconnects`, `:credit_waits`, `:controls_sent`
     * `:state`, `:rpc`, `:last_error`, `:endpoint`, `:registered_at`
 
@@ -206,7 +209,8 @@ defmodule Snakepit.Telemetry.GrpcStream do
       sampled_out: s.python_sampled_out,
       filtered_out: s.python_filtered_out,
       disabled: s.python_disabled,
-      rejected: s.rejected
+      rejected: s.rejected,
+      lost_with_connection: s.python_lost
     }
 
     %{

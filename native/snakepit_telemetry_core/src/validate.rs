@@ -128,6 +128,10 @@ pub enum Rejection {
     InvalidPayload(&'static str),
     #[error("event bytes are not a valid protobuf TelemetryEvent: {0}")]
     Malformed(&'static str),
+    /// A gRPC frame over `max_frame_bytes`: refused from its header, before
+    /// its body is read; the connection ends with it.
+    #[error("frame of {0} bytes exceeds the limit")]
+    FrameTooLarge(usize),
 }
 
 impl Rejection {
@@ -146,11 +150,12 @@ impl Rejection {
             Rejection::InvalidJson(_) => "invalid_json",
             Rejection::InvalidPayload(_) => "invalid_payload",
             Rejection::Malformed(_) => "malformed",
+            Rejection::FrameTooLarge(_) => "frame_too_large",
         }
     }
 
     /// Every reason, so counters can be laid out up front.
-    pub const REASONS: [&'static str; 12] = [
+    pub const REASONS: [&'static str; 13] = [
         "unknown_event",
         "event_name_too_long",
         "too_many_measurements",
@@ -163,6 +168,7 @@ impl Rejection {
         "invalid_json",
         "invalid_payload",
         "malformed",
+        "frame_too_large",
     ];
 }
 
@@ -506,6 +512,7 @@ mod tests {
             Rejection::InvalidJson(String::new()),
             Rejection::InvalidPayload(""),
             Rejection::Malformed(""),
+            Rejection::FrameTooLarge(0),
         ];
         let names: Vec<_> = all.iter().map(Rejection::reason).collect();
         assert_eq!(names, Rejection::REASONS);

@@ -311,7 +311,13 @@ impl Task {
                 None
             }
             Ok(None) => Some("closed by worker".to_owned()),
-            Err(status) => Some(describe(&status)),
+            Err(status) => {
+                if is_oversized_frame(&status) {
+                    let limit = self.cfg.max_frame_bytes;
+                    self.shared.stats.reject(&Rejection::FrameTooLarge(limit));
+                }
+                Some(describe(&status))
+            }
         }
     }
 
@@ -477,6 +483,12 @@ async fn open_call(
     let request = ReceiverStream::new(controls).into_streaming_request();
     let codec = RawFrames::<TelemetryControl>::default();
     Ok(grpc.streaming(request, path, codec).await?.into_inner())
+}
+
+/// tonic's own verdict on a frame over `max_decoding_message_size`, made
+/// from the frame's length prefix (the body is never buffered).
+fn is_oversized_frame(s: &tonic::Status) -> bool {
+    s.code() == Code::OutOfRange && s.message().contains("message length too large")
 }
 
 fn describe(s: &tonic::Status) -> String {

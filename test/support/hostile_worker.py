@@ -1,0 +1,122 @@
+"""A hostile telemetry peer for the hardening tests (test/snakepit/telemetry/
+hostile_input_test.exs).
+
+It serves the worker's telemetry RPCs (``StreamTelemetryBatched`` and
+``StreamTelemetry``) with grpcio, as a real worker does, but writes raw bytes
+of its own choosing on the stream: the Elixir side must treat every byte a
+worker sends as untrusted. Each stream repeats, every ``--interval-ms``:
+one hostile frame (``--mode``), then one valid batch of ``--good`` events, so a
+test sees both the rejection and that the stream goes on.
+
+Modes:
+
+* ``huge_frame``: one frame of ``--bytes`` bytes (default 10 MB), over the
+  client's maximum message size;
+* ``many_keys``: one event with ``--keys`` metadata entries (a million by
+  default: about 14 MB, over the maximum too; 200,000 fit within 4 MiB and
+  must be refused as too many metadata entries);
+* ``garbage``: frames of random bytes and a batch holding a truncated event.
+
+Prints ``HOSTILE_READY <port>`` once it listens; exits when stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import time
+from concurrent import futures
+
+import grpc
+
+from snakepit_bridge.telemetry.wire import varint
+
+SERVICE = "snakepit.bridge.BridgeService"
+
+
+def field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def event(name: str, metadata: list[tuple[bytes, bytes]] = ()) -> bytes:
+    parts = b"".join(field(1, p.encode()) for p in name.split("."))
+    entries = b"".join(field(3, field(1, k) + field(2, v)) for k, v in metadata)
+    return parts + entries
+
+
+def batch(events: list[bytes]) -> bytes:
+    return b"".join(field(1, e) for e in events)
+
+
+def hostile_frame(args: argparse.Namespace, rng: random.Random) -> list[bytes]:
+    if args.mode == "huge_frame":
+        # A valid batch of one event whose metadata value is enormous.
+        value = b"x" * args.bytes
+        return [batch([event("python.call.start", [(b"blob", value)])])]
+    if args.mode == "many_keys":
+        keys = [(b"k%d" % i, b"v") for i in range(args.keys)]
+        return [batch([event("python.call.start", keys)])]
+    good = event("python.call.start")
+    return [
+        bytes(rng.getrandbits(8) for _ in range(64)),
+        batch([good[:-2] + b"\xff", good]),  # a broken event, then a good one
+    ]
+
+
+def serve(args: argparse.Namespace) -> grpc.Server:
+    rng = random.Random(args.seed)
+    hostile = hostile_frame(args, rng)
+    good = batch([event("python.call.start")] * args.good)
+
+    def drain(requests) -> None:
+        try:
+            for _ in requests:
+                pass
+        except grpc.RpcError:
+            pass  # the client went away: expected
+
+    def stream(request_iterator, context):
+        # Read the client's control frames in the background, as a worker does.
+        threading.Thread(target=drain, args=(request_iterator,), daemon=True).start()
+        while context.is_active():
+            yield from hostile
+            yield good
+            time.sleep(args.interval_ms / 1000)
+
+    handler = grpc.stream_stream_rpc_method_handler(stream)  # raw bytes both ways
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=8),
+        options=[("grpc.max_send_message_length", -1)],
+    )
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                SERVICE, {"StreamTelemetryBatched": handler, "StreamTelemetry": handler}
+            ),
+        )
+    )
+    port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+    server.start()
+    print(f"HOSTILE_READY {port}", flush=True)
+    return server
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mode", choices=["huge_frame", "many_keys", "garbage"], required=True)
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--bytes", type=int, default=10_000_000)
+    p.add_argument("--keys", type=int, default=1_000_000)
+    p.add_argument("--good", type=int, default=10)
+    p.add_argument("--interval-ms", type=float, default=50)
+    p.add_argument("--seed", type=int, default=1)
+    server = serve(p.parse_args())
+    sys.stdin.read()  # until the test's port closes
+    server.stop(0)
+
+
+if __name__ == "__main__":
+    main()
