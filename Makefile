@@ -1,6 +1,6 @@
 # Task runner. The README's quick start uses `make demo` and `make test`;
 # both install what is missing first (scripts/setup.sh).
-.PHONY: setup demo demo-stderr test lint fmt clean bench
+.PHONY: setup demo demo-stderr test lint fmt clean bench soak
 
 setup:
 	@scripts/setup.sh
@@ -28,11 +28,18 @@ bench: setup
 	mix run bench/run.exs $(BENCH_ARGS) && \
 	echo "make bench: $$(( $$(date +%s) - start )) s in all, builds included"
 
+# Soak (60 s by default): 4 Python workers under mixed load with random
+# kills, restarts and control changes; prints where every event went and
+# fails if any is unaccounted. SOAK_ARGS passes options to bench/soak.exs
+# (--workers N, --duration-s S, --seed N).
+soak: setup
+	mix compile && mix run bench/soak.exs $(SOAK_ARGS)
+
 fmt:
 	cargo fmt --all
 	mix format
 	cd fallback/telemetry && mix format
-	.venv/bin/ruff format priv/python && .venv/bin/ruff check --fix priv/python
+	.venv/bin/ruff format priv/python test/support && .venv/bin/ruff check --fix priv/python test/support
 
 clean:
 	cargo clean
