@@ -82,22 +82,20 @@ incl() {
     awk -v p="${pct%\%}" -v us="$ingest_us" -v name="$1" \
       'BEGIN { printf "   %6.2f%%  %6.3f µs/ev  %s\n", p, p / 100 * us, name }'
   }
-  stage "gRPC read + decode (tonic Streaming::poll_next)" \
-    '<tonic::codec::decode::Streaming<T> as futures_core::stream::Stream>::poll_next'
-  stage "  protobuf decode (prost: TelemetryEvent, map fields)" \
-    '<tonic_prost::codec::ProstDecoder<U> as tonic::codec::Decoder>::decode'
-  stage "    map<string,_> fields (HashMap insert, SipHash, String allocs)" \
-    'prost::encoding::hash_map::merge'
-  stage "validate (catalog lookup, ValidEvent)" \
-    'snakepit_telemetry_core::frame::validate_frame_event'
-  stage "send_batch (OwnedEnv::send_and_clear: build terms + enif_send)" \
-    'rustler::env::OwnedEnv::send_and_clear'
-  stage "  term building (encode::event_terms)" \
-    'snakepit_telemetry_nif::encode::event_terms'
+  stage "gRPC read (tonic: HTTP/2 data to raw frames)" \
+    'tonic::codec::decode::StreamingInner::poll_frame'
+  stage "ingest a frame (Task::take: split, decode, validate, encode)" \
+    'snakepit_telemetry_nif::ingest::Task::take'
+  stage "  decode + validate (scan::EventScratch::validate)" \
+    'snakepit_telemetry_core::scan::EventScratch::validate'
+  stage "    rules (validate::validate: catalog lookups, ValidEvent)" \
+    'snakepit_telemetry_core::validate::validate'
+  stage "  term building (Dispatcher::push: encode into the batch env)" \
+    'snakepit_telemetry_nif::dispatch::Dispatcher::push'
   stage "    enif_make_map_from_arrays (sort + validate keys)" \
     'enif_make_map_from_arrays'
-  stage "drop decoded TelemetryEvents (free HashMaps/Strings)" \
-    'core::ptr::drop_in_place<snakepit_telemetry_core::wire::TelemetryEvent>'
+  stage "send_batch (OwnedEnv::send_and_clear: enif_send copies the batch)" \
+    'snakepit_telemetry_nif::dispatch::Dispatcher::send_batch'
   stage "HTTP/2 connection task (h2/hyper)" \
     '<hyper::proto::h2::client::H2ClientFuture<B,T,E> as core::future::future::Future>::poll'
   awk '$2 ~ /libc/ && $4 ~ /malloc|free|consolidate|unlink_chunk|realloc/ { s += $1 }

@@ -12,7 +12,9 @@
 //!   event (the NIF now; same events, checked below);
 //! * `scan_split`: `split_batch` alone (the floor of the frame walk).
 //!
-//!   cargo run --release -- [events-per-frame=512] [rounds=200]
+//!   cargo run --release -- [events-per-frame=512] [rounds=200] [case]
+//!
+//! With `case`, only that one runs (for `perf record`).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -34,6 +36,7 @@ fn main() {
         .next()
         .map_or(512, |a| a.parse().expect("events per frame"));
     let rounds: usize = args.next().map_or(200, |a| a.parse().expect("rounds"));
+    let only = args.next();
     let frame = frame_bytes(n);
     println!(
         "frame: {n} events, {} bytes ({} B/event); {rounds} rounds, median ns/event",
@@ -57,6 +60,9 @@ fn main() {
         }),
     ];
     for (name, case) in cases {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         println!(
             "  {name:<24} {:>8.1}",
             median_ns_per_event(&frame, n, rounds, case)

@@ -202,6 +202,12 @@ fn telemetry_value(b: &[u8]) -> Result<RawValue<'_>, Rejection> {
 }
 
 fn utf8(b: &[u8]) -> Result<&str, Rejection> {
+    // Names, keys and most values are short ASCII: checked word by word
+    // first, which is cheaper than the full decoder's setup per string.
+    if b.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(b) });
+    }
     std::str::from_utf8(b).map_err(|_| Rejection::Malformed("a string is not UTF-8"))
 }
 
@@ -213,6 +219,8 @@ const END_GROUP: u8 = 4;
 const I32: u8 = 5;
 /// prost's recursion limit.
 const MAX_GROUP_DEPTH: u32 = 100;
+/// The largest protobuf field number.
+const MAX_FIELD: u32 = (1 << 29) - 1;
 
 /// Truncated or invalid wire data (the callers say where).
 #[derive(Debug)]
@@ -260,7 +268,8 @@ impl<'a> Reader<'a> {
         }
         let k = self.varint()?;
         let field = u32::try_from(k >> 3).map_err(|_| Truncated)?;
-        if field == 0 {
+        // Field numbers run from 1 to 2^29 - 1 (prost refuses the others).
+        if field == 0 || field > MAX_FIELD {
             return Err(Truncated);
         }
         Ok(Some((field, (k & 7) as u8)))
@@ -446,6 +455,24 @@ mod tests {
         *bytes.last_mut().unwrap() = 0x01;
         let e = EventScratch::new().validate(&CATALOG, &bytes);
         assert_eq!(e.unwrap().timestamp_ns, None, "negative: not given");
+    }
+
+    /// Fuzz finding (frame_event): a key whose field number is past the
+    /// protobuf maximum (2^29 - 1) was skipped as an unknown field; prost
+    /// refuses it.
+    #[test]
+    fn a_field_number_past_the_maximum_is_malformed() {
+        let mut bytes = event(&["python", "call", "start"]).encode_to_vec();
+        // Field 2^29 (one past the maximum), wire type LEN, one byte.
+        bytes.extend([0x82, 0x80, 0x80, 0x80, 0x10, 0x01, 0x00]);
+        assert!(TelemetryEvent::decode(&bytes[..]).is_err());
+        let r = EventScratch::new().validate(&CATALOG, &bytes).unwrap_err();
+        assert_eq!(r.reason(), "malformed");
+        // The maximum itself is a valid (unknown, skipped) field.
+        let mut ok = event(&["python", "call", "start"]).encode_to_vec();
+        ok.extend([0xfa, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x00]);
+        assert!(TelemetryEvent::decode(&ok[..]).is_ok());
+        assert!(EventScratch::new().validate(&CATALOG, &ok).is_ok());
     }
 
     #[test]
