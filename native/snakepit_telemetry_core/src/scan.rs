@@ -141,7 +141,7 @@ impl<'a> EventScratch<'a> {
                     if self.metadata.len() == limits.max_metadata {
                         return Err(Rejection::TooManyMetadata(limits.max_metadata));
                     }
-                    let (k, v) = entry(r.bytes()?, |b| Ok(RawValue::Str(utf8(b)?)))?;
+                    let (k, v) = entry(r.bytes()?, |_, b| Ok(RawValue::Str(utf8(b)?)))?;
                     upsert(&mut self.metadata, k, v.unwrap_or(RawValue::Str("")));
                 }
                 (4, VARINT) => timestamp_ns = r.varint()? as i64,
@@ -163,18 +163,19 @@ fn upsert<'a>(entries: &mut Vec<(&'a str, RawValue<'a>)>, k: &'a str, v: RawValu
     }
 }
 
-/// A map entry: key (field 1) and the value (field 2) parsed by `val`;
+/// A map entry: key (field 1) and the value (field 2) parsed by `val`,
+/// given the value so far (a repeated message field merges into it);
 /// missing fields are the proto3 defaults (`""`, `None`).
 fn entry<'a>(
     b: &'a [u8],
-    val: impl Fn(&'a [u8]) -> Result<RawValue<'a>, Rejection>,
+    val: impl Fn(Option<RawValue<'a>>, &'a [u8]) -> Result<RawValue<'a>, Rejection>,
 ) -> Result<(&'a str, Option<RawValue<'a>>), Rejection> {
     let mut r = Reader::new(b);
     let (mut k, mut v) = ("", None);
     while let Some((field, wire)) = r.key()? {
         match (field, wire) {
             (1, LEN) => k = utf8(r.bytes()?)?,
-            (2, LEN) => v = Some(val(r.bytes()?)?),
+            (2, LEN) => v = Some(val(v, r.bytes()?)?),
             (1 | 2, _) => return Err(Rejection::Malformed("a map entry has the wrong wire type")),
             _ => r.skip(field, wire)?,
         }
@@ -182,10 +183,11 @@ fn entry<'a>(
     Ok((k, v))
 }
 
-/// A `TelemetryValue`: the last field of its oneof wins; none set is null.
-fn telemetry_value(b: &[u8]) -> Result<RawValue<'_>, Rejection> {
+/// A `TelemetryValue`, merged into `prev` (what earlier occurrences of the
+/// same field set): the last field of its oneof wins; none set is null.
+fn telemetry_value<'a>(prev: Option<RawValue<'a>>, b: &'a [u8]) -> Result<RawValue<'a>, Rejection> {
     let mut r = Reader::new(b);
-    let mut v = RawValue::Null;
+    let mut v = prev.unwrap_or(RawValue::Null);
     while let Some((field, wire)) = r.key()? {
         v = match (field, wire) {
             (1, VARINT) => RawValue::Int(r.varint()? as i64),
@@ -473,6 +475,25 @@ mod tests {
         ok.extend([0xfa, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x00]);
         assert!(TelemetryEvent::decode(&ok[..]).is_ok());
         assert!(EventScratch::new().validate(&CATALOG, &ok).is_ok());
+    }
+
+    /// Fuzz finding (frame_event): a map entry whose `TelemetryValue` comes
+    /// twice was read as the last one alone; protobuf merges repeated
+    /// message fields, so an empty second value keeps the first.
+    #[test]
+    fn a_repeated_measurement_value_is_merged() {
+        let mut bytes = event(&["python", "call", "stop"]).encode_to_vec();
+        // measurements entry: key "m", value {int_value: 18}, then value {}.
+        bytes.extend([
+            0x12, 0x09, 0x0a, 0x01, b'm', 0x12, 0x02, 0x08, 0x12, 0x12, 0x00,
+        ]);
+        let decoded = TelemetryEvent::decode(&bytes[..]).unwrap();
+        assert_eq!(decoded.measurements["m"].value, Some(Value::IntValue(18)));
+        let e = EventScratch::new().validate(&CATALOG, &bytes).unwrap();
+        assert_eq!(
+            sorted(e),
+            sorted(validate_frame_event(&CATALOG, &decoded).unwrap())
+        );
     }
 
     #[test]
