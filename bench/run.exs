@@ -217,8 +217,8 @@ c_figs =
         tp_key.(:batched, head_n),
         target: bare_ns && {:le, 2 * bare_ns},
         note:
-          "target = 2 × c2 (normal schedulers, as specified); the GC of GrpcStream runs on " <>
-            "dirty-CPU schedulers and is not in c1: see c3"
+          "target = 2 × c2 (normal schedulers, as specified); a garbage collection run on " <>
+            "a dirty-CPU scheduler (large heaps) is not in c1: see c3"
       ),
       Report.figure(
         "c2",
