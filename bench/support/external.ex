@@ -37,7 +37,7 @@ defmodule SnakepitBench.External do
   def start_python(args \\ []) do
     script = python_file("grpc_server.py")
     args = [script, "--port", "0", "--sample-interval-ms", "0" | args]
-    env = Enum.map(Snakepit.Python.env(), fn {k, v} -> {~c"#{k}", ~c"#{v}"} end)
+    env = Snakepit.Python.port_env()
 
     start(:python, Snakepit.Python.executable(), args, [env: env], fn
       "SNAKEPIT_READY " <> json ->

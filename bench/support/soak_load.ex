@@ -144,38 +144,42 @@ defmodule SnakepitBench.SoakLoad do
 
   @doc "Every 0.3-2 s, changes one worker's sampling, filter or toggle."
   def control_loop(s, seed) do
-    :rand.seed(:exsss, seed)
-    control_step(s)
-  end
-
-  defp control_step(s) do
-    if nap(s, 300 + :rand.uniform(1_700)) do
+    every(s, seed, 300, 1_700, fn ->
       i = :rand.uniform(length(s.ids)) - 1
       id = Enum.at(s.ids, i)
+      record_control(s, i, id, random_control(id))
+    end)
+  end
 
-      result =
-        case :rand.uniform(4) do
-          1 ->
-            rate = Enum.random([0.0, 0.1, 0.5, 0.9, 1.0])
-            GrpcStream.update_sampling(id, rate, Enum.random([[], ["tool.*"], ["python.*"]]))
+  defp random_control(id) do
+    case :rand.uniform(4) do
+      1 ->
+        rate = Enum.random([0.0, 0.1, 0.5, 0.9, 1.0])
+        GrpcStream.update_sampling(id, rate, Enum.random([[], ["tool.*"], ["python.*"]]))
 
-          2 ->
-            allow = Enum.random([[], ["tool.*"], ["python.*", "tool.result_size"]])
+      2 ->
+        allow = Enum.random([[], ["tool.*"], ["python.*", "tool.result_size"]])
+        GrpcStream.update_filter(id, allow: allow, deny: Enum.random([[], ["tool.execution.*"]]))
 
-            GrpcStream.update_filter(id,
-              allow: allow,
-              deny: Enum.random([[], ["tool.execution.*"]])
-            )
+      3 ->
+        GrpcStream.toggle(id, Enum.random([false, true]))
 
-          3 ->
-            GrpcStream.toggle(id, Enum.random([false, true]))
+      4 ->
+        restore(id)
+    end
+  end
 
-          4 ->
-            restore(id)
-        end
+  # Seeds this process's RNG, then runs `step` every `min_ms` plus up to
+  # `spread_ms` until stopped.
+  defp every(s, seed, min_ms, spread_ms, step) do
+    :rand.seed(:exsss, seed)
+    repeat(s, min_ms, spread_ms, step)
+  end
 
-      record_control(s, i, id, result)
-      control_step(s)
+  defp repeat(s, min_ms, spread_ms, step) do
+    if nap(s, min_ms + :rand.uniform(spread_ms)) do
+      step.()
+      repeat(s, min_ms, spread_ms, step)
     end
   end
 
@@ -197,12 +201,7 @@ defmodule SnakepitBench.SoakLoad do
 
   @doc "Every 2-6 s: kill -9 a worker, restart it on its port 0.1-1.5 s later; re-arm the raiser."
   def fault_loop(s, seed) do
-    :rand.seed(:exsss, seed)
-    fault_step(s)
-  end
-
-  defp fault_step(s) do
-    if nap(s, 2_000 + :rand.uniform(4_000)) do
+    every(s, seed, 2_000, 4_000, fn ->
       i = :rand.uniform(length(s.ids)) - 1
       # Half the kills land in a long full-speed burst: a full worker queue
       # and frames in flight are lost with the process (lost_with_connection).
@@ -211,9 +210,7 @@ defmodule SnakepitBench.SoakLoad do
 
       if not raiser_attached?() and :rand.uniform() < 0.5,
         do: attach_raiser(s, :rand.uniform(20_000))
-
-      fault_step(s)
-    end
+    end)
   end
 
   # Starts a 200,000-event burst on `endpoint` (the kill ends it) and waits `ms`.
@@ -291,17 +288,11 @@ defmodule SnakepitBench.SoakLoad do
   @drops [:queue_full, :sampled_out, :filtered_out, :disabled, :rejected, :lost_with_connection]
   def drop_reasons, do: @drops
 
-  @doc "Events dropped for `reason` (`python_lost` if the accounting lacks the key)."
-  def dropped(stats, :lost_with_connection),
-    do: Map.get(stats.accounting.dropped, :lost_with_connection, stats.python_lost)
-
+  @doc "Events dropped for `reason` (GrpcStream's accounting)."
   def dropped(stats, reason), do: Map.fetch!(stats.accounting.dropped, reason)
 
   @doc "Emitted by the workers, neither delivered nor dropped for a known reason."
-  def unaccounted(stats) do
-    stats.python_emitted - stats.events_delivered -
-      Enum.sum(Enum.map(@drops, &dropped(stats, &1)))
-  end
+  def unaccounted(stats), do: stats.accounting.unaccounted
 
   @doc "The atoms created since the atom count was `n` (undocumented external-format trick)."
   def atoms_since(n) do

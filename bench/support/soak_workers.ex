@@ -24,7 +24,7 @@ defmodule SnakepitBench.SoakWorkers do
   @doc "Starts worker `i` on `port`; waits for its ready line (20 s at most)."
   def start(i, port) do
     caller = self()
-    env = Enum.map(Snakepit.Python.env([]), fn {k, v} -> {~c"#{k}", ~c"#{v}"} end)
+    env = Snakepit.Python.port_env()
 
     owner =
       spawn(fn ->

@@ -104,11 +104,7 @@ defmodule Snakepit.GRPCWorker do
         :stderr_to_stdout,
         {:line, 65_536},
         args: args,
-        env:
-          for(
-            {k, v} <- Snakepit.Python.env(Keyword.get(opts, :env, [])),
-            do: {~c"#{k}", ~c"#{v}"}
-          )
+        env: Snakepit.Python.port_env(Keyword.get(opts, :env, []))
       ])
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)

@@ -13,7 +13,7 @@ defmodule Snakepit.Test.HostileWorker do
         :exit_status,
         {:line, 1024},
         args: [script, "--mode", mode | args],
-        env: Enum.map(Snakepit.Python.env([]), fn {k, v} -> {~c"#{k}", ~c"#{v}"} end)
+        env: Snakepit.Python.port_env()
       ])
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)

@@ -22,10 +22,7 @@ defmodule Snakepit.Test.PythonWorker do
             :stderr_to_stdout,
             {:line, 65_536},
             args: [Path.join(Snakepit.Python.package_dir(), "grpc_server.py") | args],
-            env:
-              Enum.map(Snakepit.Python.env(opts[:env] || []), fn {k, v} ->
-                {~c"#{k}", ~c"#{v}"}
-              end)
+            env: Snakepit.Python.port_env(opts[:env] || [])
           ])
 
         {:os_pid, os_pid} = Port.info(port, :os_pid)
