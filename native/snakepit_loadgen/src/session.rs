@@ -143,7 +143,10 @@ async fn read_controls(
 
 /// Moves queued events to the response stream, in frames of up to `batch`
 /// events (batched) or one by one (stock). Closes the queue when the client
-/// stops taking them so the generator ends too.
+/// stops taking them so the generator ends too. Once the queue is drained, a
+/// batched stream gets one frame without events carrying the final totals:
+/// the last events counted may have been filtered or sampled out, which no
+/// event frame would report.
 async fn forward(
     pool: &EventPool,
     queue: &EventQueue,
@@ -158,4 +161,6 @@ async fn forward(
         }
         stats.record_sent(events.len() as u64);
     }
+    // The stock RPC has no totals: nothing is sent for it.
+    sink.send(pool, &[], stats).await;
 }
