@@ -60,6 +60,10 @@ defmodule Snakepit.Telemetry.Native do
   def stream_stats(_handle), do: not_loaded()
   def streams_running, do: not_loaded()
 
+  # `[{nif_name, ns}]`: the most thread CPU time one call of each NIF has
+  # taken since load (the scheduler-safety test).
+  def nif_cpu_max_ns, do: not_loaded()
+
   ## Tool calls
 
   def channel_open(_endpoint, _connect_timeout_ms), do: not_loaded()

@@ -10,6 +10,7 @@ mod dispatch;
 mod encode;
 mod ingest;
 mod json_term;
+mod nif_clock;
 mod runtime;
 mod stats;
 mod stderr_nif;

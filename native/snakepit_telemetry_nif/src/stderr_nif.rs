@@ -11,6 +11,7 @@ use crate::{atoms, catalog_terms, encode};
 /// call stays well under a millisecond.
 #[rustler::nif]
 fn stderr_parse_line<'a>(env: Env<'a>, line: Binary<'a>) -> Term<'a> {
+    let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::StderrParseLine);
     let terms = catalog_terms::get();
     match parse_line(&CATALOG, line.as_slice()) {
         Ok(StderrLine::NotTelemetry) => atoms::not_telemetry().encode(env),

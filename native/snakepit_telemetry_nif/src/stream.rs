@@ -37,6 +37,7 @@ fn stream_start(
     opts: Term,
     owner: LocalPid,
 ) -> NifResult<(Atom, (u64, ResourceArc<StreamHandle>))> {
+    let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::StreamStart);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let cfg = StreamConfig::decode(env, id, opts)?;
     let (tx, rx) = mpsc::channel(64);
@@ -73,6 +74,7 @@ fn stream_start(
 /// Ends the stream's task (idempotent).
 #[rustler::nif]
 fn stream_stop(handle: ResourceArc<StreamHandle>) -> Atom {
+    let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::StreamStop);
     handle.controls.lock().unwrap().take();
     atoms::ok()
 }
@@ -84,6 +86,7 @@ fn stream_control<'a>(
     handle: ResourceArc<StreamHandle>,
     control: Term<'a>,
 ) -> NifResult<Term<'a>> {
+    let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::StreamControl);
     let frame = control::decode(control)?;
     let guard = handle.controls.lock().unwrap();
     let result = match guard.as_ref().map(|tx| tx.try_send(frame)) {
@@ -101,6 +104,7 @@ fn stream_control<'a>(
 /// Returns `n` batches of credit: the owner has dispatched them.
 #[rustler::nif]
 fn stream_ack(handle: ResourceArc<StreamHandle>, n: usize) -> Atom {
+    let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::StreamAck);
     handle.shared.credit.add_permits(n.min(1024));
     atoms::ok()
 }
@@ -108,6 +112,7 @@ fn stream_ack(handle: ResourceArc<StreamHandle>, n: usize) -> Atom {
 /// The stream's counters and state as a map.
 #[rustler::nif]
 fn stream_stats<'a>(env: Env<'a>, handle: ResourceArc<StreamHandle>) -> NifResult<Term<'a>> {
+    let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::StreamStats);
     let s = &handle.shared.stats;
     let g = StreamStats::get;
     let rejected: Vec<(Atom, u64)> = Rejection::REASONS
@@ -173,5 +178,6 @@ fn key<'a>(env: Env<'a>, name: &str) -> Term<'a> {
 /// How many stream tasks are running in this VM (all owners).
 #[rustler::nif]
 fn streams_running() -> u64 {
+    let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::StreamsRunning);
     RUNNING.load(Ordering::Relaxed)
 }

@@ -33,6 +33,7 @@ fn channel_open(
     endpoint: String,
     connect_timeout_ms: u64,
 ) -> NifResult<(Atom, ResourceArc<ChannelHandle>)> {
+    let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::ChannelOpen);
     let ep = Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|e| rustler::Error::Term(Box::new(format!("bad endpoint: {e}"))))?
         .connect_timeout(Duration::from_millis(connect_timeout_ms))
@@ -92,6 +93,7 @@ fn tool_call<'a>(
     reply_to: LocalPid,
     reference: Term<'a>,
 ) -> NifResult<Term<'a>> {
+    let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::ToolCall);
     let opts = call_opts(opts)?;
     let mut parameters = HashMap::new();
     for (k, v) in params.decode::<rustler::MapIterator>()? {

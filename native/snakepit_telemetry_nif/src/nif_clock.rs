@@ -1,0 +1,83 @@
+//! The longest CPU time any call of each NIF has taken on its scheduler
+//! thread, for the scheduler-safety test (`Native.nif_cpu_max_ns/0`).
+//!
+//! Thread CPU time, not wall time: on a busy machine the OS preempts
+//! scheduler threads for milliseconds, which wall-clock monitors such as
+//! `:long_schedule` cannot tell from a NIF that holds its scheduler.
+//! Two `clock_gettime` calls per NIF call (well under a microsecond).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// The NIFs, in the order of [`NAMES`].
+#[derive(Clone, Copy)]
+pub enum Nif {
+    CatalogSummary,
+    CatalogVersion,
+    StderrParseLine,
+    ChannelOpen,
+    ToolCall,
+    StreamStart,
+    StreamStop,
+    StreamControl,
+    StreamAck,
+    StreamStats,
+    StreamsRunning,
+}
+
+pub const NAMES: [&str; 11] = [
+    "catalog_summary",
+    "catalog_version",
+    "stderr_parse_line",
+    "channel_open",
+    "tool_call",
+    "stream_start",
+    "stream_stop",
+    "stream_control",
+    "stream_ack",
+    "stream_stats",
+    "streams_running",
+];
+
+static MAX_NS: [AtomicU64; NAMES.len()] = [const { AtomicU64::new(0) }; NAMES.len()];
+
+/// Records the CPU time from its creation to its drop (the NIF's body).
+pub struct Timed {
+    nif: Nif,
+    started: u64,
+}
+
+impl Timed {
+    pub fn start(nif: Nif) -> Timed {
+        Timed {
+            nif,
+            started: thread_cpu_ns(),
+        }
+    }
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        let spent = thread_cpu_ns().saturating_sub(self.started);
+        MAX_NS[self.nif as usize].fetch_max(spent, Relaxed);
+    }
+}
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a live timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `[{name, max_ns}]` for every NIF since the library loaded.
+#[rustler::nif]
+fn nif_cpu_max_ns() -> Vec<(String, u64)> {
+    NAMES
+        .iter()
+        .zip(&MAX_NS)
+        .map(|(name, max)| (name.to_string(), max.load(Relaxed)))
+        .collect()
+}
