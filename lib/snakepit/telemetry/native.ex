@@ -61,8 +61,8 @@ defmodule Snakepit.Telemetry.Native do
   def streams_running, do: not_loaded()
 
   # `[{nif_name, ns}]`: the most thread CPU time one call of each NIF has
-  # taken since load (the scheduler-safety test).
-  def nif_cpu_max_ns, do: not_loaded()
+  # taken since the last take (the scheduler-safety test); starts over.
+  def nif_cpu_take_max_ns, do: not_loaded()
 
   ## Tool calls
 

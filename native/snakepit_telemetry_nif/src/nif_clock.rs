@@ -1,5 +1,5 @@
 //! The longest CPU time any call of each NIF has taken on its scheduler
-//! thread, for the scheduler-safety test (`Native.nif_cpu_max_ns/0`).
+//! thread, for the scheduler-safety test (`Native.nif_cpu_take_max_ns/0`).
 //!
 //! Thread CPU time, not wall time: on a busy machine the OS preempts
 //! scheduler threads for milliseconds, which wall-clock monitors such as
@@ -72,12 +72,13 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// `[{name, max_ns}]` for every NIF since the library loaded.
+/// `[{name, max_ns}]` for every NIF since the last take (or the load), and
+/// starts over, so a caller can measure a window of its own.
 #[rustler::nif]
-fn nif_cpu_max_ns() -> Vec<(String, u64)> {
+fn nif_cpu_take_max_ns() -> Vec<(String, u64)> {
     NAMES
         .iter()
         .zip(&MAX_NS)
-        .map(|(name, max)| (name.to_string(), max.load(Relaxed)))
+        .map(|(name, max)| (name.to_string(), max.swap(0, Relaxed)))
         .collect()
 }
