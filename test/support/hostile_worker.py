@@ -15,7 +15,12 @@ Modes:
 * ``many_keys``: one event with ``--keys`` metadata entries (a million by
   default: about 14 MB, over the maximum too; 200,000 fit within 4 MiB and
   must be refused as too many metadata entries);
-* ``garbage``: frames of random bytes and a batch holding a truncated event.
+* ``garbage``: frames of random bytes and a batch holding a truncated event;
+* ``extreme``: valid events whose measurements are extreme numbers (1e300,
+  the largest double, int64 limits, numeric strings) in a batch claiming
+  hostile running totals (2**64 - 1, source ids that alternate), then the
+  good batch;
+* ``flap``: accepts each stream and ends it at once, sending nothing.
 
 Prints ``HOSTILE_READY <port>`` once it listens; exits when stdin closes.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import struct
 import sys
 import threading
 import time
@@ -47,11 +53,54 @@ def event(name: str, metadata: list[tuple[bytes, bytes]] = ()) -> bytes:
     return parts + entries
 
 
-def batch(events: list[bytes]) -> bytes:
-    return b"".join(field(1, e) for e in events)
+def batch(events: list[bytes], totals: dict[int, int] | None = None) -> bytes:
+    body = b"".join(field(1, e) for e in events)
+    for number, value in (totals or {}).items():
+        body += varint(number << 3) + varint(value)
+    return body
+
+
+def value(v: int | float | str) -> bytes:
+    """A TelemetryValue: int64 (two's complement varint), double or string."""
+    if isinstance(v, int):  # bool included
+        return varint(1 << 3) + varint(v & (2**64 - 1))
+    if isinstance(v, float):
+        return varint(2 << 3 | 1) + struct.pack("<d", v)
+    return field(3, v.encode())
+
+
+def measured(name: str, measurements: dict[str, int | float | str]) -> bytes:
+    parts = b"".join(field(1, p.encode()) for p in name.split("."))
+    return parts + b"".join(
+        field(2, field(1, k.encode()) + field(2, value(v))) for k, v in measurements.items()
+    )
+
+
+EXTREMES: list[int | float | str] = [
+    1.0e300,
+    -1.0e300,
+    1.7976931348623157e308,
+    5e-324,
+    -0.0,
+    2**63 - 1,
+    -(2**63),
+    "1e300",
+    "-9223372036854775808",
+]
+
+
+def extreme_frames(round_: int) -> list[bytes]:
+    """Each extreme number as a duration (converted to native units) and as a
+    plain measurement, under hostile totals."""
+    events = [measured("python.call.stop", {"duration": v, "bytes": v}) for v in EXTREMES]
+    events += [measured("tool.execution.stop", {"duration": v}) for v in EXTREMES]
+    totals = {2: 2**64 - 1, 3: 2**64 - 1, 4: 2**63, 5: 2**64 - 2, 6: 1, 7: 1 + round_ % 2}
+    return [batch(events, totals)]
 
 
 def hostile_frame(args: argparse.Namespace, rng: random.Random) -> list[bytes]:
+    if args.mode == "flap":
+        return []
     if args.mode == "huge_frame":
         # A valid batch of one event whose metadata value is enormous.
         value = b"x" * args.bytes
@@ -79,11 +128,15 @@ def serve(args: argparse.Namespace) -> grpc.Server:
             pass  # the client went away: expected
 
     def stream(request_iterator, context):
+        if args.mode == "flap":
+            return  # ends the stream at once: the client sees it close
         # Read the client's control frames in the background, as a worker does.
         threading.Thread(target=drain, args=(request_iterator,), daemon=True).start()
+        round_ = 0
         while context.is_active():
-            yield from hostile
+            yield from extreme_frames(round_) if args.mode == "extreme" else hostile
             yield good
+            round_ += 1
             time.sleep(args.interval_ms / 1000)
 
     handler = grpc.stream_stream_rpc_method_handler(stream)  # raw bytes both ways
@@ -106,7 +159,9 @@ def serve(args: argparse.Namespace) -> grpc.Server:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mode", choices=["huge_frame", "many_keys", "garbage"], required=True)
+    p.add_argument(
+        "--mode", choices=["huge_frame", "many_keys", "garbage", "extreme", "flap"], required=True
+    )
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--bytes", type=int, default=10_000_000)
     p.add_argument("--keys", type=int, default=1_000_000)

@@ -33,7 +33,9 @@ defmodule Snakepit.Telemetry.PythonCapture do
     :correlation_id_too_long,
     :line_too_long,
     :invalid_json,
-    :invalid_payload
+    :invalid_payload,
+    :measurement_out_of_range,
+    :duplicate_key
   ]
   @slots [:events, :log_lines | @reasons]
   @counters_key {__MODULE__, :counters}

@@ -7,5 +7,6 @@ pub mod frame;
 pub mod raw_frames;
 pub mod scan;
 pub mod stderr;
+pub mod units;
 pub mod validate;
 pub mod wire;

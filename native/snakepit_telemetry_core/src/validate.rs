@@ -132,6 +132,15 @@ pub enum Rejection {
     /// its body is read; the connection ends with it.
     #[error("frame of {0} bytes exceeds the limit")]
     FrameTooLarge(usize),
+    /// A finite measurement that has no value in the units Elixir receives
+    /// (a duration that overflows when converted to native time units).
+    #[error("measurement {0:?} is out of range once converted")]
+    MeasurementOutOfRange(String),
+    /// Two entries of one map under the same key after validation; never
+    /// expected (the parsers keep the last value), refused rather than
+    /// trusted.
+    #[error("a map key appears twice")]
+    DuplicateKey,
 }
 
 impl Rejection {
@@ -151,11 +160,13 @@ impl Rejection {
             Rejection::InvalidPayload(_) => "invalid_payload",
             Rejection::Malformed(_) => "malformed",
             Rejection::FrameTooLarge(_) => "frame_too_large",
+            Rejection::MeasurementOutOfRange(_) => "measurement_out_of_range",
+            Rejection::DuplicateKey => "duplicate_key",
         }
     }
 
     /// Every reason, so counters can be laid out up front.
-    pub const REASONS: [&'static str; 13] = [
+    pub const REASONS: [&'static str; 15] = [
         "unknown_event",
         "event_name_too_long",
         "too_many_measurements",
@@ -169,6 +180,8 @@ impl Rejection {
         "invalid_payload",
         "malformed",
         "frame_too_large",
+        "measurement_out_of_range",
+        "duplicate_key",
     ];
 }
 
@@ -513,6 +526,8 @@ mod tests {
             Rejection::InvalidPayload(""),
             Rejection::Malformed(""),
             Rejection::FrameTooLarge(0),
+            Rejection::MeasurementOutOfRange(String::new()),
+            Rejection::DuplicateKey,
         ];
         let names: Vec<_> = all.iter().map(Rejection::reason).collect();
         assert_eq!(names, Rejection::REASONS);

@@ -5,6 +5,7 @@
 use once_cell::sync::OnceCell;
 use rustler::{Atom, Env, NifResult, Term};
 use snakepit_telemetry_core::catalog::{EventId, KeyId, CATALOG};
+use snakepit_telemetry_core::units::NativeUnits;
 use snakepit_telemetry_core::validate::Rejection;
 
 use crate::atoms;
@@ -30,7 +31,7 @@ pub struct CatalogTerms {
     /// replaced (see [`Reserved`]).
     reserved: Vec<Reserved>,
     /// `:erlang.convert_time_unit(1, :second, :native)`.
-    native_per_second: i64,
+    units: NativeUnits,
 }
 
 static TERMS: OnceCell<CatalogTerms> = OnceCell::new();
@@ -40,10 +41,12 @@ fn atoms_of(env: Env, names: &[String]) -> NifResult<Vec<Atom>> {
 }
 
 pub fn init(env: Env, load_info: Term) -> NifResult<()> {
-    let native_per_second = load_info
+    let units = load_info
         .map_get(atoms::native_time_unit())
         .and_then(|t| t.decode::<i64>())
-        .unwrap_or(1_000_000_000);
+        .ok()
+        .and_then(NativeUnits::new)
+        .unwrap_or(NativeUnits::NANOSECONDS);
     let events = CATALOG
         .events
         .iter()
@@ -68,7 +71,7 @@ pub fn init(env: Env, load_info: Term) -> NifResult<()> {
         measurement_keys: atoms_of(env, &CATALOG.measurement_keys)?,
         metadata_keys: atoms_of(env, &CATALOG.metadata_keys)?,
         reasons,
-        native_per_second,
+        units,
     };
     // A second load (upgrade) keeps the first set: the atoms are identical.
     let _ = TERMS.set(terms);
@@ -106,16 +109,9 @@ impl CatalogTerms {
         self.reasons[i]
     }
 
-    /// Python sends durations in nanoseconds; `:telemetry` wants native units.
-    pub fn ns_to_native(&self, ns: i64) -> i64 {
-        if self.native_per_second == 1_000_000_000 {
-            ns
-        } else {
-            (ns as i128 * self.native_per_second as i128 / 1_000_000_000) as i64
-        }
-    }
-
-    pub fn ns_to_native_f(&self, ns: f64) -> f64 {
-        ns * self.native_per_second as f64 / 1e9
+    /// Python sends durations in nanoseconds; `:telemetry` wants native
+    /// units (checked: see `NativeUnits::duration`).
+    pub fn units(&self) -> NativeUnits {
+        self.units
     }
 }

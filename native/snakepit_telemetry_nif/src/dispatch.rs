@@ -6,7 +6,7 @@
 
 use rustler::env::SavedTerm;
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
-use snakepit_telemetry_core::validate::ValidEvent;
+use snakepit_telemetry_core::validate::{Rejection, ValidEvent};
 
 use crate::config::WorkerContext;
 use crate::{atoms, catalog_terms, encode};
@@ -56,15 +56,15 @@ impl Dispatcher {
         }
     }
 
-    /// Adds an event to the next batch.
-    pub fn push(&mut self, e: &ValidEvent<'_>, ctx: &WorkerContext) {
+    /// Adds an event to the next batch, or says why it has no terms.
+    pub fn push(&mut self, e: &ValidEvent<'_>, ctx: &WorkerContext) -> Result<(), Rejection> {
         let batch = &mut self.batch;
         let terms = catalog_terms::get();
         let saved = batch.env.run(|env| {
-            let tuple = encode::event_tuple(env, terms, e, Some(ctx));
-            batch.env.save(tuple)
-        });
+            encode::event_tuple(env, terms, e, Some(ctx)).map(|tuple| batch.env.save(tuple))
+        })?;
         batch.events.push(saved);
+        Ok(())
     }
 
     /// Events waiting for `send_batch`.

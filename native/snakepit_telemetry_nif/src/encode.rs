@@ -1,11 +1,15 @@
 //! Encodes a validated event as the three arguments of `:telemetry.execute/3`.
 //! Runs once per event on the ingest path: no heap allocation for events of
 //! usual size (the key/value arrays live on the stack).
+//!
+//! Every term built here is checked: a value with no term (a duration that
+//! overflows in native units) or a map the BEAM refuses rejects the event
+//! with a reason; nothing built from a failed `enif_make_*` is ever returned.
 
 use rustler::{Encoder, Env, Term};
 use smallvec::SmallVec;
 use snakepit_telemetry_core::catalog::CATALOG;
-use snakepit_telemetry_core::validate::{Key, Number, ValidEvent};
+use snakepit_telemetry_core::validate::{Key, Number, Rejection, ValidEvent};
 
 use crate::atoms;
 use crate::catalog_terms::{CatalogTerms, Reserved};
@@ -20,9 +24,9 @@ pub fn event_tuple<'a>(
     terms: &CatalogTerms,
     e: &ValidEvent<'_>,
     ctx: Option<&WorkerContext>,
-) -> Term<'a> {
-    let (n, m, md) = event_terms(env, terms, e, ctx);
-    rustler::types::tuple::make_tuple(env, &[n, m, md])
+) -> Result<Term<'a>, Rejection> {
+    let (n, m, md) = event_terms(env, terms, e, ctx)?;
+    Ok(rustler::types::tuple::make_tuple(env, &[n, m, md]))
 }
 
 /// `{event_name, measurements, metadata}`; metadata holds the validated
@@ -34,13 +38,13 @@ pub fn event_terms<'a>(
     terms: &CatalogTerms,
     e: &ValidEvent<'_>,
     ctx: Option<&WorkerContext>,
-) -> (Term<'a>, Term<'a>, Term<'a>) {
+) -> Result<(Term<'a>, Term<'a>, Term<'a>), Rejection> {
     let name = terms.event(e.event).encode(env);
-    (
+    Ok((
         name,
-        measurements(env, terms, e),
-        metadata(env, terms, e, ctx),
-    )
+        measurements(env, terms, e)?,
+        metadata(env, terms, e, ctx)?,
+    ))
 }
 
 /// The worker context as an Erlang term for `pool_name`.
@@ -52,7 +56,11 @@ pub fn name_term<'a>(env: Env<'a>, name: &Name) -> Term<'a> {
     }
 }
 
-fn measurements<'a>(env: Env<'a>, terms: &CatalogTerms, e: &ValidEvent<'_>) -> Term<'a> {
+fn measurements<'a>(
+    env: Env<'a>,
+    terms: &CatalogTerms,
+    e: &ValidEvent<'_>,
+) -> Result<Term<'a>, Rejection> {
     let mut keys = Entries::new();
     let mut values = Entries::new();
     for (key, n) in &e.measurements {
@@ -63,11 +71,17 @@ fn measurements<'a>(env: Env<'a>, terms: &CatalogTerms, e: &ValidEvent<'_>) -> T
             ),
             Key::Other(s) => (s.as_ref().encode(env), false),
         };
-        let v = match (*n, is_duration) {
-            (Number::Int(i), true) => terms.ns_to_native(i).encode(env),
-            (Number::Float(f), true) => terms.ns_to_native_f(f).encode(env),
-            (Number::Int(i), false) => i.encode(env),
-            (Number::Float(f), false) => f.encode(env),
+        let n = if is_duration {
+            terms.units().duration(*n)
+        } else {
+            Some(*n)
+        };
+        let v = match n {
+            Some(Number::Int(i)) => i.encode(env),
+            // Validation passes finite floats only; checked again here since
+            // a non-finite float has no term (`enif_make_double` fails).
+            Some(Number::Float(f)) if f.is_finite() => f.encode(env),
+            _ => return Err(Rejection::MeasurementOutOfRange(key_text(key))),
         };
         keys.push(k);
         values.push(v);
@@ -75,12 +89,19 @@ fn measurements<'a>(env: Env<'a>, terms: &CatalogTerms, e: &ValidEvent<'_>) -> T
     map(env, &keys, &values)
 }
 
+fn key_text(key: &Key<'_>) -> String {
+    match key {
+        Key::Known(id) => CATALOG.measurement_keys[*id as usize].clone(),
+        Key::Other(s) => s.to_string(),
+    }
+}
+
 fn metadata<'a>(
     env: Env<'a>,
     terms: &CatalogTerms,
     e: &ValidEvent<'_>,
     ctx: Option<&WorkerContext>,
-) -> Term<'a> {
+) -> Result<Term<'a>, Rejection> {
     let mut keys = Entries::new();
     let mut values = Entries::new();
     for (key, v) in &e.metadata {
@@ -120,8 +141,9 @@ fn opt<T: Encoder>(env: Env<'_>, v: Option<T>) -> Term<'_> {
     }
 }
 
-/// Builds a map; keys are unique by construction (validated maps, reserved
-/// keys skipped above).
-fn map<'a>(env: Env<'a>, keys: &[Term<'a>], values: &[Term<'a>]) -> Term<'a> {
-    Term::map_from_term_arrays(env, keys, values).expect("unique keys")
+/// Builds a map. Keys are unique by construction (the parsers keep one
+/// value per key, reserved keys are skipped above); should that ever fail,
+/// the event is refused instead of the task panicking.
+fn map<'a>(env: Env<'a>, keys: &[Term<'a>], values: &[Term<'a>]) -> Result<Term<'a>, Rejection> {
+    Term::map_from_term_arrays(env, keys, values).map_err(|_| Rejection::DuplicateKey)
 }

@@ -100,14 +100,20 @@ pub async fn run(
 }
 
 fn nanos_since(t: Instant) -> i64 {
-    catalog_terms::get().ns_to_native(t.elapsed().as_nanos() as i64)
+    native(t.elapsed().as_nanos())
 }
 
 fn system_time() -> i64 {
-    let ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
-    catalog_terms::get().ns_to_native(ns)
+    native(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    )
+}
+
+fn native(ns: u128) -> i64 {
+    let ns = i64::try_from(ns).unwrap_or(i64::MAX);
+    catalog_terms::get().units().from_ns_saturating(ns)
 }
 
 impl Task {
@@ -347,9 +353,11 @@ impl Task {
         StreamStats::add(&stats.events_received, events.len() as u64);
         let mut scratch = EventScratch::new();
         for event in events {
-            match scratch.validate(&CATALOG, event) {
-                Ok(valid) => self.dispatcher.push(&valid, &self.cfg.context),
-                Err(rejection) => stats.reject(&rejection),
+            let pushed = scratch
+                .validate(&CATALOG, event)
+                .and_then(|valid| self.dispatcher.push(&valid, &self.cfg.context));
+            if let Err(rejection) = pushed {
+                stats.reject(&rejection);
             }
         }
     }

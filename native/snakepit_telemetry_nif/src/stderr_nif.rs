@@ -13,15 +13,15 @@ use crate::{atoms, catalog_terms, encode};
 fn stderr_parse_line<'a>(env: Env<'a>, line: Binary<'a>) -> Term<'a> {
     let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::StderrParseLine);
     let terms = catalog_terms::get();
-    match parse_line(&CATALOG, line.as_slice()) {
-        Ok(StderrLine::NotTelemetry) => atoms::not_telemetry().encode(env),
-        Ok(StderrLine::Event(e)) => {
-            let (name, measurements, metadata) = encode::event_terms(env, terms, &e, None);
-            (atoms::ok(), name, measurements, metadata).encode(env)
+    let encoded = parse_line(&CATALOG, line.as_slice()).and_then(|parsed| match parsed {
+        StderrLine::NotTelemetry => Ok(atoms::not_telemetry().encode(env)),
+        StderrLine::Event(e) => {
+            let (name, measurements, metadata) = encode::event_terms(env, terms, &e, None)?;
+            Ok((atoms::ok(), name, measurements, metadata).encode(env))
         }
-        Err(rejection) => {
-            let reason = (terms.reason(&rejection), rejection.to_string());
-            (atoms::error(), reason).encode(env)
-        }
-    }
+    });
+    encoded.unwrap_or_else(|rejection| {
+        let reason = (terms.reason(&rejection), rejection.to_string());
+        (atoms::error(), reason).encode(env)
+    })
 }
