@@ -23,6 +23,7 @@ defmodule Snakepit.GRPCWorker do
   require Logger
 
   alias Snakepit.GRPC.Client
+  alias Snakepit.Stray
   alias Snakepit.Telemetry.{GrpcStream, Naming, PythonCapture}
 
   @ready "SNAKEPIT_READY "
@@ -63,26 +64,51 @@ defmodule Snakepit.GRPCWorker do
 
       Snakepit.GRPCWorker.execute(worker, "telemetry_demo", %{operation: "test", delay_ms: 100})
   """
-  @spec execute(pid, String.t(), map, keyword) :: {:ok, term} | {:error, term}
+  @spec execute(pid, String.t(), map | keyword, keyword) :: {:ok, term} | {:error, term}
   def execute(worker, tool, params \\ %{}, opts \\ []) do
-    with {:ok, info} <- info(worker) do
+    with {:ok, info} <- info(worker),
+         {:ok, params} <- params(params),
+         true <- Keyword.keyword?(opts) || {:error, {:invalid_options, opts}} do
       GenServer.cast(worker, :command)
-
-      Client.execute_tool(
-        info.channel,
-        tool,
-        Map.new(params),
-        Keyword.put(opts, :worker_id, info.id)
-      )
+      Client.execute_tool(info.channel, tool, params, Keyword.put(opts, :worker_id, info.id))
     end
   end
 
-  @doc "`{:ok, %{id, pool_name, endpoint, python_pid, channel}}` of a running worker."
-  @spec info(pid) :: {:ok, map} | {:error, :worker_not_running}
-  def info(worker) do
-    GenServer.call(worker, :info)
-  catch
-    :exit, _ -> {:error, :worker_not_running}
+  defp params(params) when is_map(params), do: {:ok, params}
+
+  defp params(params) when is_list(params) do
+    if Keyword.keyword?(params),
+      do: {:ok, Map.new(params)},
+      else: {:error, {:invalid_params, "params must be a map or a keyword list"}}
+  end
+
+  defp params(_), do: {:error, {:invalid_params, "params must be a map or a keyword list"}}
+
+  @doc """
+  `{:ok, %{id, pool_name, endpoint, python_pid, channel}}` of a running
+  worker; `{:error, :not_a_worker}` for anything that is not a live local
+  `GRPCWorker` (checked before any message is sent, so no other process is
+  ever called by mistake).
+  """
+  @spec info(pid) :: {:ok, map} | {:error, :not_a_worker | :worker_not_running}
+  def info(worker) when is_pid(worker) do
+    if worker?(worker) do
+      try do
+        GenServer.call(worker, {__MODULE__, :info})
+      catch
+        :exit, _ -> {:error, :worker_not_running}
+      end
+    else
+      {:error, :not_a_worker}
+    end
+  end
+
+  def info(_other), do: {:error, :not_a_worker}
+
+  # Workers register under {:worker, id} in Snakepit.Registry.
+  defp worker?(pid) do
+    node(pid) == node() and
+      Enum.any?(Registry.keys(Snakepit.Registry, pid), &match?({:worker, _}, &1))
   end
 
   ## Server
@@ -92,6 +118,14 @@ defmodule Snakepit.GRPCWorker do
     Process.flag(:trap_exit, true)
     id = Keyword.fetch!(opts, :id)
     pool = Keyword.get(opts, :pool_name, :default)
+
+    case Registry.register(Snakepit.Registry, {:worker, id}, pool) do
+      {:ok, _} -> start_python(id, pool, opts)
+      {:error, {:already_registered, _}} -> {:stop, {:duplicate_worker_id, id}}
+    end
+  end
+
+  defp start_python(id, pool, opts) do
     started = System.monotonic_time()
     exe = Keyword.get_lazy(opts, :python, &Snakepit.Python.executable/0)
     script = Path.join(Snakepit.Python.package_dir(), "grpc_server.py")
@@ -119,6 +153,7 @@ defmodule Snakepit.GRPCWorker do
       endpoint: nil,
       channel: nil,
       commands: 0,
+      stream_monitor: nil,
       ctx: %{worker_id: id, pool_name: pool, python_pid: os_pid}
     }
 
@@ -183,21 +218,28 @@ defmodule Snakepit.GRPCWorker do
         state
 
       pid ->
-        Process.monitor(pid)
+        if s_monitor = state.stream_monitor, do: Process.demonitor(s_monitor, [:flush])
+        state = %{state | stream_monitor: Process.monitor(pid)}
 
-        case GrpcStream.register_worker(
-               state.endpoint,
-               state.ctx,
-               Keyword.get(state.opts, :stream, [])
-             ) do
-          {:ok, _} -> state
-          {:error, :already_registered} -> state
+        stream_opts = Keyword.put(Keyword.get(state.opts, :stream, []), :owner, self())
+
+        case GrpcStream.register_worker(state.endpoint, state.ctx, stream_opts) do
+          {:ok, _} ->
+            state
+
+          {:error, reason} ->
+            Logger.error("telemetry stream not registered: #{inspect(reason)}; retrying",
+              worker_id: state.id
+            )
+
+            Process.send_after(self(), :register_stream, 1_000)
+            state
         end
     end
   end
 
   @impl true
-  def handle_call(:info, _from, s) do
+  def handle_call({__MODULE__, :info}, _from, s) do
     {:reply,
      {:ok,
       %{
@@ -209,8 +251,11 @@ defmodule Snakepit.GRPCWorker do
       }}, s}
   end
 
+  def handle_call(request, _from, s), do: Stray.call(__MODULE__, request, s)
+
   @impl true
   def handle_cast(:command, s), do: {:noreply, %{s | commands: s.commands + 1}}
+  def handle_cast(message, s), do: Stray.cast(__MODULE__, message, s)
 
   @impl true
   def handle_info({port, {:data, {:eol, line}}}, %{port: port} = s) do
@@ -225,15 +270,18 @@ defmodule Snakepit.GRPCWorker do
     {:stop, {:python_exited, status}, %{s | port: nil}}
   end
 
-  def handle_info({:EXIT, _, reason}, s), do: {:stop, reason, s}
+  # The parent's exit is handled by GenServer itself; the port's is the
+  # only other link. Any other {:EXIT, ...} is a stray message.
+  def handle_info({:EXIT, port, reason}, %{port: port} = s) when is_port(port),
+    do: {:stop, reason, s}
 
-  def handle_info({:DOWN, _, :process, _, _}, s) do
+  def handle_info({:DOWN, ref, :process, _, _}, %{stream_monitor: ref} = s) do
     Process.send_after(self(), :register_stream, 50)
-    {:noreply, s}
+    {:noreply, %{s | stream_monitor: nil}}
   end
 
   def handle_info(:register_stream, s), do: {:noreply, register_stream(s)}
-  def handle_info(_other, s), do: {:noreply, s}
+  def handle_info(message, s), do: Stray.info(__MODULE__, message, s)
 
   @impl true
   def terminate(reason, s) do

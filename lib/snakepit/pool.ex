@@ -28,10 +28,56 @@ defmodule Snakepit.Pool do
 
   alias Snakepit.Telemetry.Naming
 
-  @doc false
+  @options [
+    :name,
+    :size,
+    :python,
+    :adapter_module,
+    :worker_args,
+    :env,
+    :stream,
+    :ready_timeout,
+    :shutdown_grace,
+    :status_interval
+  ]
+  @max_size 256
+
+  @doc """
+  Starts the pool. Returns `{:error, reason}` for an unknown option or a
+  bad value (`:size` must be 1 to #{@max_size}, `:name` an atom).
+  """
   def start_link(opts) do
-    name = Keyword.get(opts, :name, :default)
-    Supervisor.start_link(__MODULE__, Keyword.put(opts, :name, name), name: sup_name(name))
+    with {:ok, opts} <- validate(opts) do
+      name = Keyword.fetch!(opts, :name)
+      Supervisor.start_link(__MODULE__, opts, name: sup_name(name, :counters.new(1, [])))
+    end
+  end
+
+  defp validate(opts) do
+    name = if Keyword.keyword?(opts), do: Keyword.get(opts, :name, :default)
+
+    cond do
+      not Keyword.keyword?(opts) ->
+        {:error, {:invalid_options, opts}}
+
+      bad = Enum.find(opts, fn {k, _} -> k not in @options end) ->
+        {:error, {:unknown_option, bad}}
+
+      not is_atom(name) or is_nil(name) ->
+        {:error, {:invalid_name, name}}
+
+      not match?(n when is_integer(n) and n in 1..@max_size, Keyword.get(opts, :size, 2)) ->
+        {:error, {:invalid_size, Keyword.get(opts, :size)}}
+
+      not match?(i when is_nil(i) or (is_integer(i) and i > 0), opts[:status_interval]) ->
+        {:error, {:invalid_status_interval, opts[:status_interval]}}
+
+      not match?(m when is_nil(m) or is_binary(m), opts[:adapter_module]) ->
+        {:error, {:invalid_adapter_module, opts[:adapter_module]}}
+
+      true ->
+        {:ok, Keyword.put(opts, :name, name)}
+    end
   end
 
   @doc false
@@ -43,31 +89,52 @@ defmodule Snakepit.Pool do
     }
   end
 
-  @doc "A live worker of the pool, round robin: `{:ok, pid}` or `{:error, reason}`."
+  @doc """
+  A live worker of the pool, round robin: `{:ok, pid}` or `{:error, reason}`.
+  Any term is accepted as the pool name (nothing is created from it).
+  """
   @spec checkout(atom) :: {:ok, pid} | {:error, :no_workers | :no_pool}
   def checkout(pool \\ :default) do
-    case workers(pool) do
-      [] ->
-        if Process.whereis(sup_name(pool)), do: {:error, :no_workers}, else: {:error, :no_pool}
+    case lookup(pool) do
+      nil ->
+        {:error, :no_pool}
 
-      workers ->
-        ref = counter(pool)
-        :counters.add(ref, 1, 1)
-        {:ok, Enum.at(workers, rem(:counters.get(ref, 1), length(workers)))}
+      {sup, counter} ->
+        case children(sup) do
+          [] ->
+            {:error, :no_workers}
+
+          workers ->
+            n = :counters.get(counter, 1)
+            :counters.add(counter, 1, 1)
+            {:ok, Enum.at(workers, rem(n, length(workers)))}
+        end
     end
   end
 
   @doc "The pids of the pool's live workers."
   @spec workers(atom) :: [pid]
   def workers(pool \\ :default) do
-    case Process.whereis(sup_name(pool)) do
-      nil ->
-        []
+    case lookup(pool) do
+      nil -> []
+      {sup, _} -> children(sup)
+    end
+  end
 
-      sup ->
-        for {{Snakepit.GRPCWorker, _}, pid, _, _} <- Supervisor.which_children(sup),
-            is_pid(pid),
-            do: pid
+  defp children(sup) do
+    for {{Snakepit.GRPCWorker, _}, pid, _, _} <- Supervisor.which_children(sup),
+        is_pid(pid),
+        do: pid
+  catch
+    :exit, _ -> []
+  end
+
+  # Pools are registered in Snakepit.Registry under {:pool, name}, with their
+  # round-robin counter: a lookup never makes an atom from the name.
+  defp lookup(pool) do
+    case Registry.lookup(Snakepit.Registry, {:pool, pool}) do
+      [{sup, counter}] -> {sup, counter}
+      [] -> nil
     end
   end
 
@@ -87,24 +154,17 @@ defmodule Snakepit.Pool do
   end
 
   @doc "Stops the pool and all its workers (and their Python processes)."
-  @spec stop(atom) :: :ok
-  def stop(pool \\ :default), do: Supervisor.stop(sup_name(pool))
-
-  defp sup_name(pool), do: Module.concat(__MODULE__, pool)
-
-  defp counter(pool) do
-    key = {__MODULE__, :rr, pool}
-
-    case :persistent_term.get(key, nil) do
-      nil ->
-        ref = :counters.new(1, [:write_concurrency])
-        :persistent_term.put(key, ref)
-        ref
-
-      ref ->
-        ref
+  @spec stop(atom) :: :ok | {:error, :no_pool}
+  def stop(pool \\ :default) do
+    case lookup(pool) do
+      nil -> {:error, :no_pool}
+      {sup, _} -> Supervisor.stop(sup)
     end
+  catch
+    :exit, _ -> {:error, :no_pool}
   end
+
+  defp sup_name(pool, counter), do: {:via, Registry, {Snakepit.Registry, {:pool, pool}, counter}}
 
   @impl true
   def init(opts) do

@@ -14,14 +14,19 @@ defmodule Snakepit.GRPC.Client do
   """
 
   alias Snakepit.Telemetry.{Naming, Native}
+  alias Snakepit.Telemetry.GrpcStream.Registration
 
   @type channel :: reference
   @default_timeout 30_000
+  @max_timeout 86_400_000
 
   @doc "Opens a (lazily connected) channel to `host:port`."
   @spec connect(String.t(), keyword) :: {:ok, channel} | {:error, term}
-  def connect(endpoint, opts \\ []) when is_binary(endpoint) do
-    Native.channel_open(endpoint, Keyword.get(opts, :connect_timeout_ms, 5_000))
+  def connect(endpoint, opts \\ []) do
+    with {:ok, endpoint} <- Registration.endpoint(endpoint),
+         {:ok, timeout} <- positive(opts, :connect_timeout_ms, 5_000, @max_timeout) do
+      Native.channel_open(endpoint, timeout)
+    end
   end
 
   @doc """
@@ -29,52 +34,113 @@ defmodule Snakepit.GRPC.Client do
 
   ## Options
 
-    * `:correlation_id` - defaults to a new random id
-    * `:timeout` - milliseconds (default #{@default_timeout})
-    * `:session_id`, `:metadata` (map of strings)
+    * `:correlation_id` - at most 128 bytes; defaults to a new random id
+    * `:timeout` - milliseconds (default #{@default_timeout}, at most one day)
+    * `:session_id` - at most 256 bytes
+    * `:metadata` - a map of strings (at most 64 entries of 4 KiB)
     * `:worker_id` - put on the `[:snakepit, :grpc, :call, ...]` events
 
   Returns `{:ok, result}` or `{:error, reason}` where reason is
-  `{:tool_error, message}`, `{:grpc_error, code, message}`, `:timeout` or
-  `{:invalid_params, text}`.
+  `{:tool_error, message}`, `{:grpc_error, code, message}`, `:timeout`,
+  `{:invalid_params, text}` (also for parameters over 4 MiB) or
+  `{:invalid_option, option}`. Arguments are checked before the call starts:
+  every `[:snakepit, :grpc, :call, :start]` event has its `:stop` or
+  `:exception`.
   """
   @spec execute_tool(channel, String.t(), map, keyword) :: {:ok, term} | {:error, term}
-  def execute_tool(channel, tool, params, opts \\ []) when is_binary(tool) and is_map(params) do
-    correlation_id = Keyword.get_lazy(opts, :correlation_id, &new_correlation_id/0)
-    timeout = Keyword.get(opts, :timeout, @default_timeout)
+  def execute_tool(channel, tool, params, opts \\ []) do
+    with {:ok, call} <- validate(channel, tool, params, opts) do
+      run(call)
+    end
+  end
 
-    meta = %{
-      node: node(),
-      worker_id: opts[:worker_id],
-      rpc_method: "ExecuteTool",
-      correlation_id: correlation_id
-    }
+  defp validate(channel, tool, params, opts) do
+    cond do
+      not is_reference(channel) -> {:error, {:invalid_channel, channel}}
+      not text?(tool, 256) or tool == "" -> {:error, {:invalid_tool, tool}}
+      not is_map(params) -> {:error, {:invalid_params, "params must be a map"}}
+      not Keyword.keyword?(opts) -> {:error, {:invalid_options, opts}}
+      true -> call_options(channel, tool, params, opts)
+    end
+  end
 
-    call_opts = %{
-      correlation_id: correlation_id,
-      timeout_ms: timeout,
-      session_id: Keyword.get(opts, :session_id, ""),
-      metadata: Keyword.get(opts, :metadata, %{})
-    }
+  defp call_options(channel, tool, params, opts) do
+    with {:ok, timeout} <- positive(opts, :timeout, @default_timeout, @max_timeout),
+         {:ok, correlation_id} <- text(opts, :correlation_id, &new_correlation_id/0, 128),
+         {:ok, session_id} <- text(opts, :session_id, fn -> "" end, 256),
+         {:ok, metadata} <- metadata(Keyword.get(opts, :metadata, %{})),
+         {:ok, worker_id} <- text(opts, :worker_id, fn -> nil end, 128) do
+      {:ok,
+       %{
+         channel: channel,
+         tool: tool,
+         params: params,
+         meta: %{
+           node: node(),
+           worker_id: worker_id,
+           rpc_method: "ExecuteTool",
+           correlation_id: correlation_id
+         },
+         nif_opts: %{
+           correlation_id: correlation_id,
+           timeout_ms: timeout,
+           session_id: session_id,
+           metadata: metadata
+         },
+         timeout: timeout
+       }}
+    end
+  end
 
+  defp run(call) do
     :telemetry.execute(
       Naming.grpc_event([:call, :start]),
       %{system_time: System.system_time()},
-      meta
+      call.meta
     )
 
     started = System.monotonic_time()
     ref = make_ref()
 
     result =
-      case Native.tool_call(channel, tool, params, call_opts, self(), ref) do
-        :ok -> await(ref, timeout)
-        {:error, _} = error -> error
+      try do
+        case Native.tool_call(call.channel, call.tool, call.params, call.nif_opts, self(), ref) do
+          :ok -> await(ref, call.timeout)
+          {:error, _} = error -> error
+        end
+      rescue
+        # A channel that is not ours, say: the start still gets its end.
+        e in ArgumentError -> {:error, {:invalid_argument, Exception.message(e)}}
       end
 
-    emit_end(result, started, meta)
+    emit_end(result, started, call.meta)
     strip(result)
   end
+
+  defp text?(value, max),
+    do: is_binary(value) and byte_size(value) <= max and String.valid?(value)
+
+  defp text(opts, key, default, max) do
+    case Keyword.fetch(opts, key) do
+      :error -> {:ok, default.()}
+      {:ok, v} -> if text?(v, max), do: {:ok, v}, else: {:error, {:invalid_option, {key, v}}}
+    end
+  end
+
+  defp positive(opts, key, default, max) do
+    case Keyword.get(opts, key, default) do
+      n when is_integer(n) and n > 0 and n <= max -> {:ok, n}
+      other -> {:error, {:invalid_option, {key, other}}}
+    end
+  end
+
+  defp metadata(map) when is_map(map) and map_size(map) <= 64 do
+    if Enum.all?(map, fn {k, v} -> text?(k, 256) and text?(v, 4096) end),
+      do: {:ok, map},
+      else: {:error, {:invalid_option, {:metadata, "a map of strings"}}}
+  end
+
+  defp metadata(_), do: {:error, {:invalid_option, {:metadata, "a map of at most 64 strings"}}}
 
   # The NIF applies `timeout` itself and always answers; the extra second
   # only guards against a reply that never comes.

@@ -32,13 +32,15 @@ defmodule Snakepit.Pool.Monitor do
       %{node: node(), pool_name: name}
     )
 
-    state = %{name: name, interval: opts[:status_interval]}
-    send(self(), :status)
-    {:ok, state}
+    # The timer's own ref tags its message: a stray :status from elsewhere
+    # must not start a second periodic timer.
+    tick = make_ref()
+    send(self(), {:status, tick})
+    {:ok, %{name: name, interval: opts[:status_interval], tick: tick}}
   end
 
   @impl true
-  def handle_info(:status, state) do
+  def handle_info({:status, tick}, %{tick: tick} = state) do
     status = Snakepit.Pool.status(state.name)
 
     :telemetry.execute(
@@ -52,7 +54,15 @@ defmodule Snakepit.Pool.Monitor do
       %{node: node(), pool_name: state.name}
     )
 
-    if state.interval, do: Process.send_after(self(), :status, state.interval)
+    if state.interval, do: Process.send_after(self(), {:status, tick}, state.interval)
     {:noreply, state}
   end
+
+  def handle_info(message, state), do: Snakepit.Stray.info(__MODULE__, message, state)
+
+  @impl true
+  def handle_call(request, _from, state), do: Snakepit.Stray.call(__MODULE__, request, state)
+
+  @impl true
+  def handle_cast(message, state), do: Snakepit.Stray.cast(__MODULE__, message, state)
 end

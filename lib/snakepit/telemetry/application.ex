@@ -10,7 +10,11 @@ defmodule Snakepit.Telemetry.Application do
       for {name, opts} <- Application.get_env(:snakepit_telemetry, :pools, []),
           do: {Snakepit.Pool, Keyword.put(opts, :name, name)}
 
-    children = [Snakepit.Telemetry.GrpcStream | pools]
+    children = [
+      {Registry, keys: :unique, name: Snakepit.Registry},
+      Snakepit.Telemetry.GrpcStream | pools
+    ]
+
     Supervisor.start_link(children, strategy: :one_for_one, name: Snakepit.Telemetry.Supervisor)
   end
 end

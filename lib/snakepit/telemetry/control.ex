@@ -70,7 +70,8 @@ defmodule Snakepit.Telemetry.Control do
       {:ok, {:filter, ["python.*"], ["python.gc.*"]}}
   """
   @spec filter(term) :: {:ok, t} | {:error, reason}
-  def filter(opts) when is_list(opts) do
+  # length/1 in the guard also refuses an improper list.
+  def filter(opts) when is_list(opts) and length(opts) <= 2 do
     with :ok <- known_options(opts),
          {:ok, allow} <- patterns(Keyword.get(opts, :allow, [])),
          {:ok, deny} <- patterns(Keyword.get(opts, :deny, [])) do
@@ -81,18 +82,19 @@ defmodule Snakepit.Telemetry.Control do
   def filter(other), do: {:error, {:invalid_option, other}}
 
   defp known_options(opts) do
-    case Enum.find(opts, &(not match?({k, _} when k in [:allow, :deny], &1))) do
-      nil -> :ok
-      bad -> {:error, {:invalid_option, bad}}
+    case Enum.reject(opts, &match?({k, _} when k in [:allow, :deny], &1)) do
+      [] -> :ok
+      [bad | _] -> {:error, {:invalid_option, bad}}
     end
   end
 
   @doc "Validates a list of glob patterns."
   @spec patterns(term) :: {:ok, [pattern]} | {:error, reason}
   def patterns(list) when is_list(list) and length(list) <= @max_patterns do
-    case Enum.find(list, &(not valid_pattern?(&1))) do
-      nil -> {:ok, list}
-      bad -> {:error, {:invalid_pattern, bad}}
+    # Enum.find/2 would return the bad element itself: nil looked like "none".
+    case Enum.reject(list, &valid_pattern?/1) do
+      [] -> {:ok, list}
+      [bad | _] -> {:error, {:invalid_pattern, bad}}
     end
   end
 

@@ -32,26 +32,19 @@ defmodule Snakepit.Telemetry.GrpcStream do
   use GenServer
   require Logger
 
+  alias Snakepit.Stray
   alias Snakepit.Telemetry.{Control, Native}
+  alias Snakepit.Telemetry.GrpcStream.Registration
 
   @table __MODULE__.Registry
+  @handles __MODULE__.Handles
+  @call_timeout 5_000
   # Words (8 bytes): a heap that holds one full batch's dispatch garbage,
   # kept with the fragments under the 128k words above which the BEAM
   # collects on a dirty scheduler; see init/1.
   @min_heap_words 65_536
   @collect_above_words 32_768
   @unregister_timeout 2_000
-  @tuning [
-    :rpc,
-    :max_batch,
-    :credit,
-    :connect_timeout_ms,
-    :open_timeout_ms,
-    :backoff_initial_ms,
-    :backoff_max_ms,
-    :max_frame_bytes,
-    :window_bytes
-  ]
 
   @typedoc "A registered worker's id."
   @type worker_id :: String.t()
@@ -70,31 +63,53 @@ defmodule Snakepit.Telemetry.GrpcStream do
   (`"host:port"`).
 
   `worker_ctx` identifies the worker and enriches its events:
-  `:worker_id` (required, a non-empty string), `:pool_name`, `:python_pid`,
+  `:worker_id` (required, a non-empty UTF-8 string of at most 128 bytes),
+  `:pool_name` (an atom or a string of at most 128 bytes), `:python_pid`,
   `:python_port`.
 
   ## Options
 
+    * `:owner` - a local pid: the stream ends when it exits, and while it
+      lives no other owner may take the worker id (`GRPCWorker` passes itself)
     * `:rpc` - `:auto` (default: batched, stock on UNIMPLEMENTED), `:batched`, `:stock`
-    * `:max_batch` - events per delivered batch, at most (default 512)
-    * `:credit` - batches outstanding at this process, at most (default 4)
+    * `:max_batch` - events per delivered batch, at most (default 512, up to 65,536)
+    * `:credit` - batches outstanding at this process, at most (default 4, up to 1024)
     * `:connect_timeout_ms` / `:open_timeout_ms` - default 5000 each
     * `:backoff_initial_ms` / `:backoff_max_ms` - reconnect backoff (default 100 / 5000)
-    * `:max_frame_bytes` - largest accepted gRPC frame (default 4 MiB)
+    * `:keepalive_interval_ms` / `:keepalive_timeout_ms` - HTTP/2 pings on an
+      idle stream, and how long an unanswered one may wait before the
+      connection counts as dead (default 330,000 / 20,000: a grpcio server's
+      default policy refuses pings more often than every 5 minutes)
+    * `:max_frame_bytes` - largest accepted gRPC frame (default 4 MiB, up to 64 MiB)
     * `:window_bytes` - HTTP/2 stream window: how much a worker may send
-      ahead of our reading (default 256 KiB)
+      ahead of our reading (default 256 KiB, 16 KiB to 16 MiB)
 
   Defaults can be set with `config :snakepit_telemetry, :grpc_stream, [...]`.
-  Returns `{:ok, stream_id}`, or `{:error, reason}` for a bad argument or a
-  worker id that is already registered. The connection is made in the
-  background: a worker that is not up yet is retried with backoff.
+
+  Registering a worker id again with the same arguments returns the same
+  stream id; with other arguments (a worker restarted on a new port) the old
+  stream is stopped and replaced, unless another live `:owner` holds the id:
+  `{:error, {:already_registered, endpoint}}`. Other errors: `{:error,
+  reason}` for a bad argument (nothing is registered), `{:error, :timeout}`
+  (GrpcStream did not answer within 5 s; the request is withdrawn). The
+  connection is made in the background: a worker that is not up yet is
+  retried with backoff.
   """
   @spec register_worker(String.t(), map | keyword, keyword) :: {:ok, pos_integer} | error
   def register_worker(endpoint, worker_ctx, opts \\ []) do
-    with {:ok, endpoint} <- validate_endpoint(endpoint),
-         {:ok, ctx} <- validate_ctx(worker_ctx),
-         {:ok, opts} <- validate_opts(opts) do
-      GenServer.call(__MODULE__, {:register, endpoint, ctx, opts})
+    request = make_ref()
+
+    try do
+      GenServer.call(__MODULE__, {:register, endpoint, worker_ctx, opts, request}, @call_timeout)
+    catch
+      :exit, {:timeout, _} ->
+        # The request may still be handled: take it back, so a caller told
+        # :timeout never leaves a registration behind.
+        GenServer.cast(__MODULE__, {:cancel_register, request})
+        {:error, :timeout}
+
+      :exit, {reason, _} when reason in [:noproc, :normal, :shutdown] ->
+        {:error, :not_running}
     end
   end
 
@@ -105,6 +120,9 @@ defmodule Snakepit.Telemetry.GrpcStream do
   @spec unregister_worker(worker_id) :: :ok | error
   def unregister_worker(worker_id) when is_binary(worker_id) do
     GenServer.call(__MODULE__, {:unregister, worker_id}, @unregister_timeout + 1_000)
+  catch
+    :exit, {:timeout, _} -> {:error, :timeout}
+    :exit, _ -> {:error, :not_running}
   end
 
   def unregister_worker(other), do: {:error, {:invalid_worker_id, other}}
@@ -182,9 +200,13 @@ defmodule Snakepit.Telemetry.GrpcStream do
       with its connection, estimated from its own last reported count
     * `:accounting` - where every event the worker emitted went:
       `%{emitted, delivered, dropped: %{queue_full, sampled_out, filtered_out,
-      disabled, rejected, lost_with_connection}, unaccounted}`; `unaccounted`
-      is what is still buffered at the current worker or in flight (0 once a
-      quiet stream settles)
+      disabled, rejected, lost_with_connection}, unaccounted, consistent}`;
+      `unaccounted` is what is still buffered at the current worker or in
+      flight (0 once a quiet stream settles). The worker's totals are
+      untrusted: on the stock RPC, which carries none, `emitted` and
+      `unaccounted` are `:unknown`; totals that add up to less than what
+      arrived give `consistent: false` (and `unaccounted: 0`).
+    * `:python_totals` - whether the worker ever reported totals
     * `:connects`, `:reconnects`, `:credit_waits`, `:controls_sent`
     * `:state`, `:rpc`, `:last_error`, `:endpoint`, `:registered_at`
 
@@ -208,6 +230,9 @@ defmodule Snakepit.Telemetry.GrpcStream do
     end
   end
 
+  # The worker's totals are its own word: where it reports none (the stock
+  # RPC) the accounting says :unknown instead of inventing a negative, and
+  # totals that add up to less than what arrived are flagged, not trusted.
   defp accounting(s) do
     dropped = %{
       queue_full: s.python_dropped,
@@ -218,12 +243,19 @@ defmodule Snakepit.Telemetry.GrpcStream do
       lost_with_connection: s.python_lost
     }
 
-    %{
-      emitted: s.python_emitted,
-      delivered: s.events_delivered,
-      dropped: dropped,
-      unaccounted: s.python_emitted - s.events_delivered - Enum.sum(Map.values(dropped))
-    }
+    base = %{delivered: s.events_delivered, dropped: dropped}
+
+    if s.python_totals do
+      unaccounted = s.python_emitted - s.events_delivered - Enum.sum(Map.values(dropped))
+
+      Map.merge(base, %{
+        emitted: s.python_emitted,
+        unaccounted: max(unaccounted, 0),
+        consistent: unaccounted >= 0
+      })
+    else
+      Map.merge(base, %{emitted: :unknown, unaccounted: :unknown, consistent: true})
+    end
   end
 
   # Control frames go straight to the Rust task's channel from the caller:
@@ -247,50 +279,6 @@ defmodule Snakepit.Telemetry.GrpcStream do
     if :ets.whereis(@table) == :undefined, do: [], else: :ets.tab2list(@table)
   end
 
-  ## Argument checks (in the caller)
-
-  defp validate_endpoint(endpoint) when is_binary(endpoint) do
-    with [host, port] <- String.split(endpoint, ":", parts: 2),
-         true <- host != "" and not String.contains?(host, ["/", " "]),
-         {port, ""} when port in 1..65_535 <- Integer.parse(port) do
-      {:ok, endpoint}
-    else
-      _ -> {:error, {:invalid_endpoint, endpoint}}
-    end
-  end
-
-  defp validate_endpoint(other), do: {:error, {:invalid_endpoint, other}}
-
-  defp validate_ctx(ctx) when is_map(ctx) or is_list(ctx) do
-    ctx = if Keyword.keyword?(ctx) or is_map(ctx), do: Map.new(ctx), else: %{}
-
-    case ctx do
-      %{worker_id: id} when is_binary(id) and id != "" and byte_size(id) <= 128 ->
-        {:ok, Map.take(ctx, [:worker_id, :pool_name, :python_pid, :python_port])}
-
-      _ ->
-        {:error, {:invalid_worker_ctx, :worker_id_required}}
-    end
-  end
-
-  defp validate_ctx(other), do: {:error, {:invalid_worker_ctx, other}}
-
-  defp validate_opts(opts) when is_list(opts) do
-    defaults = Application.get_env(:snakepit_telemetry, :grpc_stream, [])
-
-    case Keyword.keyword?(opts) && Enum.find(opts, &(not valid_opt?(&1))) do
-      nil -> {:ok, defaults |> Keyword.merge(opts) |> Keyword.take(@tuning) |> Map.new()}
-      false -> {:error, {:invalid_options, opts}}
-      bad -> {:error, {:invalid_option, bad}}
-    end
-  end
-
-  defp validate_opts(other), do: {:error, {:invalid_options, other}}
-
-  defp valid_opt?({:rpc, v}), do: v in [:auto, :batched, :stock]
-  defp valid_opt?({k, v}) when k in @tuning, do: is_integer(v) and v > 0
-  defp valid_opt?(_), do: false
-
   ## Server
 
   @impl true
@@ -309,42 +297,25 @@ defmodule Snakepit.Telemetry.GrpcStream do
     # and collecting costs about 80 ns per event.
     Process.flag(:min_heap_size, @min_heap_words)
     :ets.new(@table, [:named_table, :protected, :set, read_concurrency: true])
-    {:ok, %{by_id: %{}, stopping: %{}}}
+    # Stream id -> handle, for credit. Handles live in tables, never in the
+    # state: nothing an exit reason or crash report carries holds one (and
+    # the NIF monitors this process, so the tasks end with it regardless).
+    :ets.new(@handles, [:named_table, :protected, :set])
+    {:ok, %{stopping: %{}, owners: %{}}}
   end
 
   @impl true
-  def handle_call({:register, endpoint, ctx, opts}, _from, state) do
-    if :ets.member(@table, ctx.worker_id) do
-      {:reply, {:error, :already_registered}, state}
-    else
-      nif_opts = opts |> Map.merge(ctx) |> Map.merge(%{endpoint: endpoint, node: node()})
-
-      case Native.stream_start(nif_opts, self()) do
-        {:ok, {id, handle}} ->
-          entry = %{
-            id: id,
-            handle: handle,
-            endpoint: endpoint,
-            ctx: ctx,
-            registered_at: DateTime.utc_now()
-          }
-
-          :ets.insert(@table, {ctx.worker_id, entry})
-          {:reply, {:ok, id}, put_in(state.by_id[id], handle)}
-
-        {:error, reason} ->
-          {:reply, {:error, reason}, state}
-      end
+  def handle_call({:register, endpoint, ctx, opts, request}, _from, state) do
+    case Registration.new(endpoint, ctx, opts) do
+      {:ok, reg} -> register(reg, request, state)
+      {:error, _} = error -> {:reply, error, state}
     end
-  rescue
-    e in ArgumentError -> {:reply, {:error, {:invalid_options, Exception.message(e)}}, state}
   end
 
   def handle_call({:unregister, worker_id}, from, state) do
     case :ets.lookup(@table, worker_id) do
-      [{_, %{id: id, handle: handle}}] ->
-        :ets.delete(@table, worker_id)
-        Native.stream_stop(handle)
+      [{_, entry}] ->
+        {id, state} = stop_entry(entry, state)
         timer = Process.send_after(self(), {:unregister_timeout, id}, @unregister_timeout)
         {:noreply, put_in(state.stopping[id], {from, timer})}
 
@@ -353,10 +324,27 @@ defmodule Snakepit.Telemetry.GrpcStream do
     end
   end
 
+  def handle_call(request, _from, state), do: Stray.call(__MODULE__, request, state)
+
   @impl true
-  def handle_info({:snakepit_telemetry_batch, id, events}, state) do
+  def handle_cast({:cancel_register, request}, state) do
+    case :ets.match_object(@table, {:_, %{request: request}}) do
+      [{_, entry}] -> {:noreply, elem(stop_entry(entry, state), 1)}
+      _ -> {:noreply, state}
+    end
+  end
+
+  def handle_cast(message, state), do: Stray.cast(__MODULE__, message, state)
+
+  @impl true
+  def handle_info({:snakepit_telemetry_batch, id, events}, state) when is_list(events) do
     dispatch(events)
-    if handle = state.by_id[id], do: Native.stream_ack(handle, 1)
+
+    case :ets.lookup(@handles, id) do
+      [{_, handle}] -> Native.stream_ack(handle, 1)
+      [] -> :ok
+    end
+
     # Collect once the batch is dead (after this callback returns), when the
     # fragments of received batches have grown; small batches at low rates
     # leave it to the ordinary collections.
@@ -367,17 +355,18 @@ defmodule Snakepit.Telemetry.GrpcStream do
       else: {:noreply, state}
   end
 
-  def handle_info({:snakepit_telemetry_status, _id, event, measurements, metadata}, state) do
+  def handle_info({:snakepit_telemetry_status, _id, event, measurements, metadata}, state)
+      when is_list(event) and is_map(measurements) and is_map(metadata) do
     :telemetry.execute(event, measurements, metadata)
     {:noreply, state}
   end
 
-  def handle_info({:snakepit_telemetry_ended, id, reason}, state) do
+  def handle_info({:snakepit_telemetry_ended, id, reason}, state) when is_binary(reason) do
     if String.starts_with?(reason, "panic") do
-      Logger.error("telemetry stream #{id} crashed in the NIF: #{reason}")
+      Logger.error("telemetry stream #{inspect(id)} crashed in the NIF: #{reason}")
     end
 
-    state = %{state | by_id: Map.delete(state.by_id, id)}
+    :ets.delete(@handles, id)
 
     case Map.pop(state.stopping, id) do
       {{from, timer}, stopping} ->
@@ -395,17 +384,88 @@ defmodule Snakepit.Telemetry.GrpcStream do
       {{from, _}, stopping} ->
         Logger.warning("telemetry stream #{id} did not confirm its end in time")
         GenServer.reply(from, :ok)
-        {:noreply, %{state | stopping: stopping, by_id: Map.delete(state.by_id, id)}}
+        :ets.delete(@handles, id)
+        {:noreply, %{state | stopping: stopping}}
 
       {nil, _} ->
         {:noreply, state}
     end
   end
 
+  # A registration's owner exited: its stream ends with it.
+  def handle_info({:DOWN, monitor, :process, _, _}, state)
+      when is_map_key(state.owners, monitor) do
+    {worker_id, owners} = Map.pop(state.owners, monitor)
+    state = %{state | owners: owners}
+
+    case :ets.lookup(@table, worker_id) do
+      [{_, %{monitor: ^monitor} = entry}] -> {:noreply, elem(stop_entry(entry, state), 1)}
+      _ -> {:noreply, state}
+    end
+  end
+
+  def handle_info(message, state), do: Stray.info(__MODULE__, message, state)
+
   @impl true
   def handle_continue(:collect, state) do
     :erlang.garbage_collect(self(), type: :minor)
     {:noreply, state}
+  end
+
+  # Registering an id again: the same registration is kept (idempotent); a
+  # different one replaces it unless another live owner holds it, so a
+  # restarted worker always streams from its current endpoint.
+  defp register(reg, request, state) do
+    case :ets.lookup(@table, reg.ctx.worker_id) do
+      [] ->
+        start(reg, request, state)
+
+      [{_, %{endpoint: e, ctx: c, opts: o, owner: owner} = old}]
+      when e == reg.endpoint and c == reg.ctx and o == reg.opts and owner == reg.owner ->
+        {:reply, {:ok, old.id}, state}
+
+      [{_, old}] ->
+        if held_by_other?(old.owner, reg.owner) do
+          {:reply, {:error, {:already_registered, old.endpoint}}, state}
+        else
+          {_, state} = stop_entry(old, state)
+          start(reg, request, state)
+        end
+    end
+  end
+
+  defp held_by_other?(nil, _new), do: false
+  defp held_by_other?(old, new), do: old != new and Process.alive?(old)
+
+  defp start(reg, request, state) do
+    nif_opts =
+      reg.opts |> Map.merge(reg.ctx) |> Map.merge(%{endpoint: reg.endpoint, node: node()})
+
+    {:ok, {id, handle}} = Native.stream_start(nif_opts, self())
+    monitor = if reg.owner, do: Process.monitor(reg.owner)
+
+    entry =
+      Map.merge(reg, %{
+        id: id,
+        handle: handle,
+        request: request,
+        monitor: monitor,
+        registered_at: DateTime.utc_now()
+      })
+
+    :ets.insert(@table, {reg.ctx.worker_id, entry})
+    :ets.insert(@handles, {id, handle})
+    owners = if monitor, do: Map.put(state.owners, monitor, reg.ctx.worker_id), else: state.owners
+    {:reply, {:ok, id}, %{state | owners: owners}}
+  end
+
+  # Ends a registration's stream; its handle stays in @handles until the
+  # task confirms its end (in-flight batches still return credit).
+  defp stop_entry(entry, state) do
+    :ets.delete(@table, entry.ctx.worker_id)
+    Native.stream_stop(entry.handle)
+    if entry.monitor, do: Process.demonitor(entry.monitor, [:flush])
+    {entry.id, %{state | owners: Map.delete(state.owners, entry.monitor)}}
   end
 
   # A task that ended on its own (a panic): drop its registration.
@@ -414,10 +474,14 @@ defmodule Snakepit.Telemetry.GrpcStream do
     state
   end
 
-  defp dispatch([{event, measurements, metadata} | rest]) do
+  # Batches come from the NIF, but any process can send a lookalike: what
+  # is not an event is skipped.
+  defp dispatch([{event, measurements, metadata} | rest])
+       when is_list(event) and is_map(measurements) and is_map(metadata) do
     :telemetry.execute(event, measurements, metadata)
     dispatch(rest)
   end
 
-  defp dispatch([]), do: :ok
+  defp dispatch([_ | rest]), do: dispatch(rest)
+  defp dispatch(_), do: :ok
 end

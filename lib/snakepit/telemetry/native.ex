@@ -60,9 +60,10 @@ defmodule Snakepit.Telemetry.Native do
   def stream_stats(_handle), do: not_loaded()
   def streams_running, do: not_loaded()
 
-  # `[{nif_name, ns}]`: the most thread CPU time one call of each NIF has
-  # taken since the last take (the scheduler-safety test); starts over.
-  def nif_cpu_take_max_ns, do: not_loaded()
+  # `[{nif_name, calls, max_ns, calls_over_1ms}]`: each NIF's calls since
+  # the last take, the most thread CPU time one took, and how many took
+  # over 1 ms (the scheduler-safety test); starts over.
+  def nif_cpu_take, do: not_loaded()
 
   ## Tool calls
 
@@ -71,7 +72,10 @@ defmodule Snakepit.Telemetry.Native do
 
   ## stderr fallback
 
+  # Lines of at most 8 KiB on the calling scheduler, longer ones on a dirty
+  # CPU scheduler (see PythonCapture.parse/1).
   def stderr_parse_line(_line), do: not_loaded()
+  def stderr_parse_line_dirty(_line), do: not_loaded()
 
   defp not_loaded do
     {path, reason, text} = load_error() || {library_path(), :unknown, "unknown"}

@@ -18,6 +18,7 @@ defmodule Snakepit.Telemetry.PythonCapture do
   use GenServer
   require Logger
 
+  alias Snakepit.Stray
   alias Snakepit.Telemetry.{Catalog, Native, SafeMetadata}
 
   @max_line Catalog.limits().max_stderr_line_bytes
@@ -48,18 +49,34 @@ defmodule Snakepit.Telemetry.PythonCapture do
   Handles one output line of a worker (without its line ending).
 
   Returns `:event` when it emitted a telemetry event, `:log` when the line
-  went to Logger, `{:malformed, reason}` when a telemetry line was rejected.
+  went to Logger, `{:malformed, reason}` when a telemetry line was rejected,
+  `{:error, reason}` when `line` is not a binary or `context` neither a map
+  nor a keyword list.
   """
-  @spec handle_line(binary, SafeMetadata.context() | keyword) :: verdict
+  @spec handle_line(binary, SafeMetadata.context() | keyword) :: verdict | {:error, term}
   def handle_line(line, context) when is_binary(line) do
-    case Native.stderr_parse_line(line) do
+    with {:ok, context} <- context(context), do: handle_valid_line(line, context)
+  end
+
+  def handle_line(_line, _context), do: {:error, :invalid_line}
+
+  defp context(context) when is_map(context), do: {:ok, context}
+
+  defp context(context) when is_list(context) do
+    if Keyword.keyword?(context), do: {:ok, Map.new(context)}, else: {:error, :invalid_context}
+  end
+
+  defp context(_), do: {:error, :invalid_context}
+
+  defp handle_valid_line(line, context) do
+    case parse(line) do
       {:ok, event, measurements, metadata} ->
         :telemetry.execute(event, measurements, SafeMetadata.enrich(metadata, context))
         bump(:events)
         :event
 
       :not_telemetry ->
-        Logger.info(printable(line), worker_id: Map.new(context)[:worker_id], python: true)
+        Logger.info(printable(line), worker_id: context[:worker_id], python: true)
         bump(:log_lines)
         :log
 
@@ -70,7 +87,22 @@ defmodule Snakepit.Telemetry.PythonCapture do
     end
   end
 
-  # Logger formatters expect UTF-8; a worker may write anything.
+  # Parsing costs in proportion to the line: up to 8 KiB it stays well
+  # under a millisecond, longer lines (up to 64 KiB, then refused unread)
+  # go to a dirty scheduler.
+  @inline_line_bytes 8 * 1024
+  defp parse(line) when byte_size(line) <= @inline_line_bytes, do: Native.stderr_parse_line(line)
+
+  defp parse(line) when byte_size(line) <= @max_line + 1,
+    do: Native.stderr_parse_line_dirty(line)
+
+  defp parse(line), do: Native.stderr_parse_line(binary_part(line, 0, @max_line + 1))
+
+  # Logger formatters expect UTF-8; a worker may write anything, and as
+  # much as it likes: a logged line is cut at one stderr line's limit.
+  defp printable(line) when byte_size(line) > @max_line,
+    do: printable(SafeMetadata.truncate(line, @max_line)) <> " ... (#{byte_size(line)} bytes)"
+
   defp printable(line), do: if(String.valid?(line), do: line, else: inspect(line))
 
   @doc """
@@ -174,6 +206,14 @@ defmodule Snakepit.Telemetry.PythonCapture do
     if s.notify, do: send(s.notify, {:python_capture_exit, self(), status})
     {:stop, :normal, %{s | port: nil}}
   end
+
+  def handle_info(message, s), do: Stray.info(__MODULE__, message, s)
+
+  @impl true
+  def handle_call(request, _from, s), do: Stray.call(__MODULE__, request, s)
+
+  @impl true
+  def handle_cast(message, s), do: Stray.cast(__MODULE__, message, s)
 
   @impl true
   def terminate(_reason, %{port: nil}), do: :ok

@@ -7,6 +7,7 @@ pub mod frame;
 pub mod raw_frames;
 pub mod scan;
 pub mod stderr;
+pub mod totals;
 pub mod units;
 pub mod validate;
 pub mod wire;

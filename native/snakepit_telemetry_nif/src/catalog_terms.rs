@@ -102,9 +102,14 @@ impl CatalogTerms {
     }
 
     pub fn reason(&self, rejection: &Rejection) -> Atom {
+        self.reason_named(rejection.reason())
+    }
+
+    /// The atom of a name in `Rejection::REASONS`.
+    pub fn reason_named(&self, name: &str) -> Atom {
         let i = Rejection::REASONS
             .iter()
-            .position(|r| *r == rejection.reason())
+            .position(|r| *r == name)
             .expect("every reason is listed");
         self.reasons[i]
     }

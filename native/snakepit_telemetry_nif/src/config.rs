@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use rustler::{Atom, Decoder, Env, NifResult, Term};
 
-use crate::atoms;
+use crate::{atoms, safe_decode};
+
+/// Longest string option (endpoint, worker id, pool name) the NIF copies.
+const MAX_TEXT: usize = 512;
 
 /// `pool_name` may be an atom (the usual case) or a string.
 #[derive(Clone, Debug)]
@@ -46,6 +49,10 @@ pub struct StreamConfig {
     pub open_timeout: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// HTTP/2 ping interval on an idle connection, and how long a ping may
+    /// go unanswered before the connection counts as dead.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
     pub max_frame_bytes: usize,
     /// HTTP/2 stream window (the connection window is twice this).
     pub window_bytes: u32,
@@ -61,6 +68,16 @@ fn get<'a, T: Decoder<'a>>(map: Term<'a>, key: &str, default: T) -> NifResult<T>
     }
 }
 
+/// A bounded string option (see [`MAX_TEXT`]).
+fn text(map: Term, key: &str) -> NifResult<String> {
+    let env = map.get_env();
+    match map.map_get(Atom::from_str(env, key)?) {
+        Ok(v) if v.decode::<Atom>().ok() == Some(atoms::nil()) => Ok(String::new()),
+        Ok(v) => safe_decode::string(v, MAX_TEXT),
+        Err(_) => Ok(String::new()),
+    }
+}
+
 fn ms(map: Term, key: &str, default: u64) -> NifResult<Duration> {
     Ok(Duration::from_millis(get(map, key, default)?))
 }
@@ -69,8 +86,9 @@ impl StreamConfig {
     /// Decodes the options map; unknown keys are ignored, missing ones take
     /// defaults. Only fixed keys are looked up, so no atom comes from input.
     pub fn decode(env: Env, stream_id: u64, map: Term) -> NifResult<StreamConfig> {
-        let endpoint: String = get(map, "endpoint", String::new())?;
-        if endpoint.is_empty() || endpoint.contains('/') {
+        let endpoint = text(map, "endpoint")?;
+        let printable = endpoint.bytes().all(|b| b.is_ascii_graphic());
+        if endpoint.is_empty() || endpoint.contains('/') || !printable {
             return Err(rustler::Error::Term(Box::new("endpoint must be host:port")));
         }
         let rpc = match get::<Atom>(map, "rpc", atoms::auto())? {
@@ -80,7 +98,7 @@ impl StreamConfig {
         };
         let pool_name = match map.map_get(atoms::pool_name()) {
             Ok(t) if t.is_atom() && t.decode::<Atom>()? != atoms::nil() => Name::Atom(t.decode()?),
-            Ok(t) if t.is_binary() => Name::Text(t.decode()?),
+            Ok(t) if t.is_binary() => Name::Text(safe_decode::string(t, MAX_TEXT)?),
             _ => Name::Nil,
         };
         Ok(StreamConfig {
@@ -93,11 +111,15 @@ impl StreamConfig {
             open_timeout: ms(map, "open_timeout_ms", 5_000)?,
             backoff_initial: ms(map, "backoff_initial_ms", 100)?,
             backoff_max: ms(map, "backoff_max_ms", 5_000)?,
+            // grpcio's default server policy: pings no more often than every
+            // 5 minutes while no data flows, else GOAWAY "too_many_pings".
+            keepalive_interval: ms(map, "keepalive_interval_ms", 330_000)?,
+            keepalive_timeout: ms(map, "keepalive_timeout_ms", 20_000)?,
             max_frame_bytes: get::<usize>(map, "max_frame_bytes", 4 * 1024 * 1024)?,
             window_bytes: get::<u32>(map, "window_bytes", 256 * 1024)?.clamp(16 * 1024, 16 << 20),
             context: WorkerContext {
                 node: get(map, "node", Atom::from_str(env, "nonode@nohost")?)?,
-                worker_id: get(map, "worker_id", String::new())?,
+                worker_id: text(map, "worker_id")?,
                 pool_name,
                 python_pid: get(map, "python_pid", None)?,
                 python_port: get(map, "python_port", None)?,

@@ -8,7 +8,11 @@ use snakepit_telemetry_core::wire::{
     TelemetryControl, TelemetryEventFilter, TelemetrySamplingUpdate, TelemetryToggle,
 };
 
-use crate::atoms;
+use crate::{atoms, safe_decode};
+
+/// The bounds `Snakepit.Telemetry.Control` applies, enforced again here.
+const MAX_PATTERNS: usize = 64;
+const MAX_PATTERN_BYTES: usize = 128;
 
 /// `{:toggle, bool} | {:sampling, float, [glob]} | {:filter, [glob], [glob]}`
 pub fn decode(term: Term) -> NifResult<TelemetryControl> {
@@ -22,17 +26,18 @@ pub fn decode(term: Term) -> NifResult<TelemetryControl> {
         }),
         [rate, patterns] if tag == atoms::sampling() => {
             let sampling_rate: f64 = rate.decode()?;
+            // NaN fails the range check too.
             if !(0.0..=1.0).contains(&sampling_rate) {
                 return Err(rustler::Error::BadArg);
             }
             Control::Sampling(TelemetrySamplingUpdate {
                 sampling_rate,
-                event_patterns: patterns.decode()?,
+                event_patterns: safe_decode::strings(*patterns, MAX_PATTERNS, MAX_PATTERN_BYTES)?,
             })
         }
         [allow, deny] if tag == atoms::filter() => Control::Filter(TelemetryEventFilter {
-            allow: allow.decode()?,
-            deny: deny.decode()?,
+            allow: safe_decode::strings(*allow, MAX_PATTERNS, MAX_PATTERN_BYTES)?,
+            deny: safe_decode::strings(*deny, MAX_PATTERNS, MAX_PATTERN_BYTES)?,
         }),
         _ => return Err(rustler::Error::BadArg),
     };

@@ -127,11 +127,19 @@ impl Task {
             match self.open().await? {
                 Ok((incoming, tx)) => {
                     let retries = i64::from(failures);
-                    failures = 0;
                     self.opened(started, retries, lost_at)?;
                     let (reason, opened_at, messages) = self.pump(incoming, tx).await?;
                     self.lost(&reason, opened_at, messages)?;
                     lost_at = Some(Instant::now());
+                    // Only a stream that stayed up resets the backoff: one
+                    // that ends at once (a peer that accepts and hangs up)
+                    // counts as a failure, so a flapping peer costs a
+                    // connect per backoff step, not a connect loop.
+                    failures = if opened_at.elapsed() >= self.healthy_after() {
+                        0
+                    } else {
+                        failures.saturating_add(1)
+                    };
                 }
                 Err(error) => {
                     self.shared.stats.set_error(&error);
@@ -418,6 +426,12 @@ impl Task {
         );
     }
 
+    /// How long a stream must stay open to count as healthy: the longest
+    /// backoff, at least a second.
+    fn healthy_after(&self) -> Duration {
+        self.cfg.backoff_max.max(Duration::from_secs(1))
+    }
+
     /// Exponential backoff, bounded, with jitter; returns early when stopped.
     async fn backoff(&mut self, failures: u32) -> Result<(), Stop> {
         self.shared.stats.set_state("backoff");
@@ -451,8 +465,8 @@ async fn open_stream(
         // consumer pushes back to the worker's queue.
         .initial_stream_window_size(Some(cfg.window_bytes))
         .initial_connection_window_size(Some(cfg.window_bytes.saturating_mul(2)))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .http2_keep_alive_interval(cfg.keepalive_interval)
+        .keep_alive_timeout(cfg.keepalive_timeout);
     let channel = tokio::time::timeout(cfg.connect_timeout, endpoint.connect())
         .await
         .map_err(|_| "connect timed out".to_owned())?

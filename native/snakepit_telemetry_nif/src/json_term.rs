@@ -44,7 +44,7 @@ pub fn to_json(term: Term, depth: usize) -> Result<Value, String> {
             Value::Number(Number::from_f64(f).ok_or("non-finite float")?)
         }
         TermType::List => {
-            let items: Vec<Term> = term.decode().map_err(|_| "improper list")?;
+            let items = crate::safe_decode::list(term, usize::MAX).map_err(|_| "improper list")?;
             Value::Array(
                 items
                     .into_iter()

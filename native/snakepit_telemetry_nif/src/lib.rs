@@ -12,6 +12,7 @@ mod ingest;
 mod json_term;
 mod nif_clock;
 mod runtime;
+mod safe_decode;
 mod stats;
 mod stderr_nif;
 mod stream;

@@ -1,6 +1,9 @@
 //! Stream handles: a `ResourceArc` per registered worker. The handle owns the
-//! sending side of the task's control channel; dropping the handle (explicit
-//! stop, or the BEAM collecting it) closes that channel and the task ends.
+//! sending side of the task's control channel; closing it (explicit stop,
+//! the owner process exiting, or the BEAM collecting the handle) ends the
+//! task. The owner is monitored by the resource itself, so a task never
+//! outlives its owner even while some other heap (an exit reason, a crash
+//! report) still references the handle.
 //! No call here blocks: it spawns, sends with `try_send`, or reads atomics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +26,22 @@ pub struct StreamHandle {
     shared: Arc<Shared>,
 }
 
+impl StreamHandle {
+    /// Closes the control channel: the task ends at its next await.
+    fn close(&self) {
+        // A poisoned lock still holds the sender: take it all the same.
+        let mut guard = self.controls.lock().unwrap_or_else(|p| p.into_inner());
+        guard.take();
+    }
+}
+
 #[rustler::resource_impl]
-impl rustler::Resource for StreamHandle {}
+impl rustler::Resource for StreamHandle {
+    /// The owner exited (any reason): end the stream.
+    fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: rustler::Monitor) {
+        self.close();
+    }
+}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Stream tasks currently running (started and not yet ended).
@@ -63,19 +80,23 @@ fn stream_start(
             Dispatcher::new(owner, id).send_ended(&format!("panic: {why}"));
         }
     });
-    let handle = StreamHandle {
+    let handle = ResourceArc::new(StreamHandle {
         id,
         controls: Mutex::new(Some(tx)),
         shared,
-    };
-    Ok((atoms::ok(), (id, ResourceArc::new(handle))))
+    });
+    // No monitor means the owner is already gone: the task ends at once.
+    if env.monitor(&handle, &owner).is_none() {
+        handle.close();
+    }
+    Ok((atoms::ok(), (id, handle)))
 }
 
 /// Ends the stream's task (idempotent).
 #[rustler::nif]
 fn stream_stop(handle: ResourceArc<StreamHandle>) -> Atom {
     let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::StreamStop);
-    handle.controls.lock().unwrap().take();
+    handle.close();
     atoms::ok()
 }
 
@@ -88,7 +109,7 @@ fn stream_control<'a>(
 ) -> NifResult<Term<'a>> {
     let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::StreamControl);
     let frame = control::decode(control)?;
-    let guard = handle.controls.lock().unwrap();
+    let guard = handle.controls.lock().unwrap_or_else(|p| p.into_inner());
     let result = match guard.as_ref().map(|tx| tx.try_send(frame)) {
         Some(Ok(())) => atoms::ok().encode(env),
         Some(Err(mpsc::error::TrySendError::Full(_))) => {
@@ -109,70 +130,93 @@ fn stream_ack(handle: ResourceArc<StreamHandle>, n: usize) -> Atom {
     atoms::ok()
 }
 
+/// Keys and states of `stream_stats`, made once at load: the call itself
+/// never touches the atom table.
+mod keys {
+    rustler::atoms! {
+        id, state, rpc, frames, bytes, events_received, events_delivered, batches,
+        rejected, rejected_by_reason, connects, reconnects, python_dropped,
+        python_emitted, python_sampled_out, python_filtered_out, python_disabled,
+        python_lost, python_totals, credit_waits, controls_sent, last_error,
+        connecting, open, backoff, ended, unknown,
+    }
+}
+
+fn state_atom(state: &str) -> Atom {
+    match state {
+        "connecting" => keys::connecting(),
+        "open" => keys::open(),
+        "backoff" => keys::backoff(),
+        "ended" => keys::ended(),
+        _ => keys::unknown(),
+    }
+}
+
 /// The stream's counters and state as a map.
 #[rustler::nif]
 fn stream_stats<'a>(env: Env<'a>, handle: ResourceArc<StreamHandle>) -> NifResult<Term<'a>> {
     let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::StreamStats);
     let s = &handle.shared.stats;
     let g = StreamStats::get;
-    let rejected: Vec<(Atom, u64)> = Rejection::REASONS
-        .iter()
-        .zip(&s.rejected)
-        .filter(|(_, n)| g(n) > 0)
-        .map(|(r, n)| Ok((Atom::from_str(env, r)?, g(n))))
-        .collect::<NifResult<_>>()?;
-    let rejected_total: u64 = rejected.iter().map(|(_, n)| n).sum();
-    let last_error = s.last_error.lock().unwrap().clone();
-    let (python, lost) = s.sources.lock().unwrap().totals();
+    let terms = crate::catalog_terms::get();
+    let mut rejected_total: u64 = 0;
+    let mut rejected: Vec<(Term, Term)> = Vec::new();
+    for (reason, n) in Rejection::REASONS.iter().zip(&s.rejected) {
+        let n = g(n);
+        if n > 0 {
+            rejected_total = rejected_total.saturating_add(n);
+            rejected.push((terms.reason_named(reason).encode(env), n.encode(env)));
+        }
+    }
+    let last_error = s
+        .last_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let (python, lost, reported) = s.sources.lock().unwrap_or_else(|p| p.into_inner()).totals();
+    let state = *s.state.lock().unwrap_or_else(|p| p.into_inner());
+    let rpc = *s.rpc.lock().unwrap_or_else(|p| p.into_inner());
+    let k = |a: Atom| a.encode(env);
     let pairs: Vec<(Term, Term)> = vec![
-        (key(env, "id"), handle.id.encode(env)),
+        (k(keys::id()), handle.id.encode(env)),
+        (k(keys::state()), state_atom(state).encode(env)),
+        (k(keys::rpc()), rpc.encode(env)),
+        (k(keys::frames()), g(&s.frames).encode(env)),
+        (k(keys::bytes()), g(&s.bytes).encode(env)),
         (
-            key(env, "state"),
-            Atom::from_str(env, *s.state.lock().unwrap())?.encode(env),
-        ),
-        (key(env, "rpc"), s.rpc.lock().unwrap().encode(env)),
-        (key(env, "frames"), g(&s.frames).encode(env)),
-        (key(env, "bytes"), g(&s.bytes).encode(env)),
-        (
-            key(env, "events_received"),
+            k(keys::events_received()),
             g(&s.events_received).encode(env),
         ),
         (
-            key(env, "events_delivered"),
+            k(keys::events_delivered()),
             g(&s.events_delivered).encode(env),
         ),
-        (key(env, "batches"), g(&s.batches_sent).encode(env)),
-        (key(env, "rejected"), rejected_total.encode(env)),
+        (k(keys::batches()), g(&s.batches_sent).encode(env)),
+        (k(keys::rejected()), rejected_total.encode(env)),
         (
-            key(env, "rejected_by_reason"),
+            k(keys::rejected_by_reason()),
             Term::map_from_pairs(env, &rejected)?,
         ),
-        (key(env, "connects"), g(&s.connects).encode(env)),
-        (key(env, "reconnects"), g(&s.reconnects).encode(env)),
-        (key(env, "python_dropped"), python.dropped.encode(env)),
-        (key(env, "python_emitted"), python.emitted.encode(env)),
+        (k(keys::connects()), g(&s.connects).encode(env)),
+        (k(keys::reconnects()), g(&s.reconnects).encode(env)),
+        (k(keys::python_dropped()), python.dropped.encode(env)),
+        (k(keys::python_emitted()), python.emitted.encode(env)),
         (
-            key(env, "python_sampled_out"),
+            k(keys::python_sampled_out()),
             python.sampled_out.encode(env),
         ),
         (
-            key(env, "python_filtered_out"),
+            k(keys::python_filtered_out()),
             python.filtered_out.encode(env),
         ),
-        (key(env, "python_disabled"), python.disabled.encode(env)),
-        (key(env, "python_lost"), lost.encode(env)),
-        (key(env, "credit_waits"), g(&s.credit_waits).encode(env)),
-        (key(env, "controls_sent"), g(&s.controls_sent).encode(env)),
-        (key(env, "last_error"), last_error.encode(env)),
+        (k(keys::python_disabled()), python.disabled.encode(env)),
+        (k(keys::python_lost()), lost.encode(env)),
+        (k(keys::python_totals()), reported.encode(env)),
+        (k(keys::credit_waits()), g(&s.credit_waits).encode(env)),
+        (k(keys::controls_sent()), g(&s.controls_sent).encode(env)),
+        (k(keys::last_error()), last_error.encode(env)),
     ];
     Term::map_from_pairs(env, &pairs)
-}
-
-/// Stats keys are literals of this file.
-fn key<'a>(env: Env<'a>, name: &str) -> Term<'a> {
-    Atom::from_str(env, name)
-        .expect("a literal atom")
-        .encode(env)
 }
 
 /// How many stream tasks are running in this VM (all owners).

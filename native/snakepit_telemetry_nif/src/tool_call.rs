@@ -80,14 +80,22 @@ fn call_opts(opts: Term) -> NifResult<CallOpts> {
     })
 }
 
+/// Largest request the worker accepts (grpcio's default receive limit).
+const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+const MAX_TOOL_NAME_BYTES: usize = 256;
+
 /// Starts a tool call; the result arrives as a message to `reply_to`.
 /// Returns `:ok`, or `{:error, {:invalid_params, text}}` when a parameter
-/// cannot be encoded as JSON.
-#[rustler::nif]
+/// cannot be encoded as JSON or the parameters exceed 4 MiB.
+///
+/// On a dirty CPU scheduler: encoding parameters is work in proportion to
+/// their size, which a caller chooses (a normal scheduler would be held for
+/// milliseconds by a few MB).
+#[rustler::nif(schedule = "DirtyCpu")]
 fn tool_call<'a>(
     env: Env<'a>,
     channel: ResourceArc<ChannelHandle>,
-    tool: String,
+    tool: Term<'a>,
     params: Term<'a>,
     opts: Term<'a>,
     reply_to: LocalPid,
@@ -95,7 +103,9 @@ fn tool_call<'a>(
 ) -> NifResult<Term<'a>> {
     let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::ToolCall);
     let opts = call_opts(opts)?;
+    let tool = crate::safe_decode::string(tool, MAX_TOOL_NAME_BYTES)?;
     let mut parameters = HashMap::new();
+    let mut size = 0usize;
     for (k, v) in params.decode::<rustler::MapIterator>()? {
         let key = match json_term::to_json(k, 0) {
             Ok(serde_json::Value::String(s)) => s,
@@ -104,6 +114,10 @@ fn tool_call<'a>(
         match json_term::to_json(v, 0) {
             Ok(json) => {
                 let value = serde_json::to_vec(&json).expect("a Value serializes");
+                size += key.len() + value.len();
+                if size > MAX_REQUEST_BYTES {
+                    return Ok(invalid("parameters exceed 4 MiB").encode(env));
+                }
                 parameters.insert(
                     key,
                     Any {

@@ -1,0 +1,102 @@
+defmodule Snakepit.Robustness.StrayMessagesTest do
+  # Issue 11, class 2: any process can send any message or make any call.
+  # Before the fix `send(GrpcStream, :junk)`, `GenServer.call(GrpcStream,
+  # :bogus)` and `GRPCWorker.info/1` on the GrpcStream pid each crashed it
+  # (every registration lost), and `GRPCWorker.info/1` on a pool supervisor
+  # crashed the supervisor.
+  use ExUnit.Case, async: false
+
+  alias Snakepit.{GRPCWorker, Pool}
+  alias Snakepit.Telemetry.{GrpcStream, PythonCapture}
+
+  defp junk do
+    [
+      :junk,
+      {:snakepit_telemetry_batch, 1, [:junk, {1, 2, 3}, {[:a], :not_a_map, %{}}]},
+      {:snakepit_telemetry_batch, 1, :not_a_list},
+      {:snakepit_telemetry_batch, :x, [{[:snakepit, :x], %{}, %{}} | :improper]},
+      {:snakepit_telemetry_status, 1, :x, 1, 2},
+      {:snakepit_telemetry_ended, 1, 42},
+      {:snakepit_telemetry_ended, :x, "panic: forged"},
+      {:unregister_timeout, :nope},
+      {:DOWN, make_ref(), :process, self(), :forged},
+      {:EXIT, self(), :forged},
+      {:python_capture_exit, self(), 0}
+    ]
+  end
+
+  @calls [
+    :bogus,
+    :info,
+    {:register, 1, 2, 3},
+    {:register, "127.0.0.1:1", %{}, %{}},
+    {:register, "127.0.0.1:1", %{worker_id: :atom}, %{credit: "x"}},
+    {:unregister, 42}
+  ]
+
+  defp pester(pid) do
+    for msg <- junk(), do: send(pid, msg)
+    for msg <- junk(), do: GenServer.cast(pid, msg)
+
+    for req <- @calls do
+      assert {:error, _} = GenServer.call(pid, req)
+    end
+
+    assert {:error, :not_a_worker} = GRPCWorker.info(pid)
+    assert {:error, :not_a_worker} = GRPCWorker.execute(pid, "ping")
+    # Everything above was handled: the process answers, with its state.
+    :sys.get_state(pid)
+  end
+
+  test "GrpcStream survives stray messages, casts, calls and forged batches" do
+    id = "stray#{System.unique_integer([:positive])}"
+    on_exit(fn -> GrpcStream.unregister_worker(id) end)
+    {:ok, _} = GrpcStream.register_worker("127.0.0.1:1", %{worker_id: id})
+    pid = Process.whereis(GrpcStream)
+
+    pester(pid)
+
+    assert Process.whereis(GrpcStream) == pid
+    assert {:ok, _} = GrpcStream.stats(id)
+    assert GenServer.call(pid, :bogus) == {:error, :unknown_call}
+  end
+
+  test "a pool's supervisor, workers and monitor survive stray messages and calls" do
+    {:ok, sup} = Pool.start_link(name: :stray_pool, size: 1, status_interval: nil)
+    on_exit(fn -> if Process.alive?(sup), do: Pool.stop(:stray_pool) end)
+    [worker] = Pool.workers(:stray_pool)
+    children = for {_, pid, _, _} <- Supervisor.which_children(sup), do: pid
+
+    assert {:error, :not_a_worker} = GRPCWorker.info(sup)
+    assert {:error, :not_a_worker} = GRPCWorker.execute(sup, "ping")
+
+    for pid <- children -- [worker], do: pester(pid)
+
+    for msg <- junk(), do: send(worker, msg)
+    for msg <- junk(), do: GenServer.cast(worker, msg)
+    for req <- @calls -- [:info], do: assert({:error, _} = GenServer.call(worker, req))
+
+    assert Process.alive?(sup)
+    assert Pool.workers(:stray_pool) == [worker]
+    assert {:ok, %{"pong" => _}} = GRPCWorker.execute(worker, "ping")
+  end
+
+  test "functions that take a pid refuse anything that is not a worker" do
+    for bad <- [:atom, "pid", 42, nil, self(), spawn(fn -> :ok end), make_ref()] do
+      assert {:error, _} = GRPCWorker.info(bad)
+      assert {:error, _} = GRPCWorker.execute(bad, "ping")
+    end
+  end
+
+  test "PythonCapture survives stray messages and calls" do
+    # Under a supervisor: an {:EXIT, parent, _} message is a parent's exit to
+    # any GenServer, so the forged one below must not come from the parent.
+    capture =
+      start_supervised!(
+        {PythonCapture, executable: "/bin/sleep", args: ["30"], context: %{worker_id: "s"}}
+      )
+
+    pester(capture)
+    assert Process.alive?(capture)
+  end
+end
