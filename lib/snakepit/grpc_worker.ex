@@ -27,6 +27,9 @@ defmodule Snakepit.GRPCWorker do
   alias Snakepit.Telemetry.{GrpcStream, Naming, PythonCapture}
 
   @ready "SNAKEPIT_READY "
+  # Our worker accepts pings every second (grpc_server.py): ping an idle
+  # stream every 10 s, so a stalled worker is found within about 20 s.
+  @stream_defaults [keepalive_interval_ms: 10_000, keepalive_timeout_ms: 10_000]
 
   @doc """
   Starts a worker.
@@ -40,7 +43,9 @@ defmodule Snakepit.GRPCWorker do
     * `:env` - extra environment `[{"NAME", "value"}]`
     * `:ready_timeout` - ms to wait for the ready line (default 15000)
     * `:shutdown_grace` - ms between SIGTERM and SIGKILL (default 2000)
-    * `:stream` - options for `GrpcStream.register_worker/3`
+    * `:stream` - options for `GrpcStream.register_worker/3` (defaults:
+      keepalive every 10 s, 10 s timeout: a stalled worker is found within
+      about 20 s)
   """
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts)
 
@@ -221,7 +226,10 @@ defmodule Snakepit.GRPCWorker do
         if s_monitor = state.stream_monitor, do: Process.demonitor(s_monitor, [:flush])
         state = %{state | stream_monitor: Process.monitor(pid)}
 
-        stream_opts = Keyword.put(Keyword.get(state.opts, :stream, []), :owner, self())
+        stream_opts =
+          @stream_defaults
+          |> Keyword.merge(Keyword.get(state.opts, :stream, []))
+          |> Keyword.put(:owner, self())
 
         case GrpcStream.register_worker(state.endpoint, state.ctx, stream_opts) do
           {:ok, _} ->

@@ -379,6 +379,10 @@ def add_bridge_service(servicer: BridgeService, server: Any) -> None:
         server.add_registered_method_handlers(service.full_name, handlers)
 
 
+# The shortest interval between client pings the server accepts.
+PERMITTED_PING_INTERVAL_MS = 1_000
+
+
 async def start_server(
     host: str = "127.0.0.1",
     port: int = 0,
@@ -393,6 +397,12 @@ async def start_server(
         options=[
             # Fail to bind a port another process holds instead of sharing it.
             ("grpc.so_reuseport", 0),
+            # Our NIF pings an idle telemetry stream to detect a dead peer
+            # (GRPCWorker asks for every 10 s); grpcio's default policy
+            # answers pings more often than every 5 minutes with GOAWAY
+            # "too_many_pings", which tore idle streams down every ~40 s.
+            ("grpc.http2.min_ping_interval_without_data_ms", PERMITTED_PING_INTERVAL_MS),
+            ("grpc.http2.max_ping_strikes", 0),
         ]
     )
     servicer = BridgeService(

@@ -20,7 +20,10 @@ Modes:
   the largest double, int64 limits, numeric strings) in a batch claiming
   hostile running totals (2**64 - 1, source ids that alternate), then the
   good batch;
-* ``flap``: accepts each stream and ends it at once, sending nothing.
+* ``flap``: accepts each stream and ends it at once, sending nothing;
+* ``idle``: keeps each stream open and sends nothing. With
+  ``--min-ping-interval-ms`` the server refuses client pings more frequent
+  than that (grpcio's policy, default 5 minutes; GOAWAY after 2 strikes).
 
 Prints ``HOSTILE_READY <port>`` once it listens; exits when stdin closes.
 """
@@ -130,6 +133,10 @@ def serve(args: argparse.Namespace) -> grpc.Server:
     def stream(request_iterator, context):
         if args.mode == "flap":
             return  # ends the stream at once: the client sees it close
+        if args.mode == "idle":
+            context.send_initial_metadata(())  # the stream is open
+            drain(request_iterator)  # until the client goes away
+            return
         # Read the client's control frames in the background, as a worker does.
         threading.Thread(target=drain, args=(request_iterator,), daemon=True).start()
         round_ = 0
@@ -140,10 +147,10 @@ def serve(args: argparse.Namespace) -> grpc.Server:
             time.sleep(args.interval_ms / 1000)
 
     handler = grpc.stream_stream_rpc_method_handler(stream)  # raw bytes both ways
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=8),
-        options=[("grpc.max_send_message_length", -1)],
-    )
+    options = [("grpc.max_send_message_length", -1)]
+    if args.min_ping_interval_ms is not None:
+        options.append(("grpc.http2.min_ping_interval_without_data_ms", args.min_ping_interval_ms))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
@@ -160,7 +167,9 @@ def serve(args: argparse.Namespace) -> grpc.Server:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--mode", choices=["huge_frame", "many_keys", "garbage", "extreme", "flap"], required=True
+        "--mode",
+        choices=["huge_frame", "many_keys", "garbage", "extreme", "flap", "idle"],
+        required=True,
     )
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--bytes", type=int, default=10_000_000)
@@ -168,6 +177,7 @@ def main() -> None:
     p.add_argument("--good", type=int, default=10)
     p.add_argument("--interval-ms", type=float, default=50)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--min-ping-interval-ms", type=int, default=None)
     server = serve(p.parse_args())
     sys.stdin.read()  # until the test's port closes
     server.stop(0)

@@ -56,6 +56,39 @@ defmodule Snakepit.Telemetry.AtomSafetyTest do
     end)
   end
 
+  # Issue 11, class 9: before the fix Pool.checkout/1 made an atom of every
+  # name it was given (Module.concat), 1000 atoms for 1000 strings.
+  test "no public function makes an atom from its arguments" do
+    {:ok, channel} = Snakepit.GRPC.Client.connect("127.0.0.1:1", connect_timeout_ms: 50)
+    alias Snakepit.{GRPC.Client, Pool}
+    alias Snakepit.Telemetry.{Control, GrpcStream}
+
+    assert_no_new_atoms(1_000, fn i ->
+      s = "fresh_#{i}"
+      Pool.checkout(s)
+      Pool.workers(s)
+      Pool.status(s)
+      Pool.stop(s)
+      Pool.start_link(name: s)
+      Pool.start_link([{s, 1}])
+      GRPCWorker.info(s)
+      GRPCWorker.execute(self(), s, %{s => s})
+      GrpcStream.register_worker("#{s}:1", %{worker_id: s, pool_name: s}, [{s, 1}])
+      GrpcStream.register_worker("127.0.0.1:1", %{"worker_id" => s})
+      GrpcStream.stats(s)
+      GrpcStream.unregister_worker(s)
+      GrpcStream.update_sampling(s, 0.5, [s])
+      GrpcStream.update_filter(s, [{s, [s]}])
+      GrpcStream.toggle(s, s)
+      Control.filter([{s, []}])
+      Client.connect("#{s}:1")
+      Client.execute_tool(channel, s, %{s => %{s => [s]}}, [{:metadata, %{s => s}}])
+      ExUnit.CaptureLog.capture_log(fn -> PythonCapture.handle_line(s, %{worker_id: s}) end)
+      Naming.describe(s)
+      SafeMetadata.merge(%{s => s}, [{s, s}])
+    end)
+  end
+
   describe "100,000 events with random names and keys from real Python workers" do
     @tag timeout: 120_000
     test "through gRPC and through stderr, create no atom" do
