@@ -21,6 +21,9 @@ Modes:
   hostile running totals (2**64 - 1, source ids that alternate), then the
   good batch;
 * ``flap``: accepts each stream and ends it at once, sending nothing;
+* ``replay``: sends the frames of ``--frames FILE`` (each a 4-byte
+  big-endian length and the frame) once, then keeps the stream open: the
+  property test of the ingest generates them;
 * ``idle``: keeps each stream open and sends nothing. With
   ``--min-ping-interval-ms`` the server refuses client pings more frequent
   than that (grpcio's policy, default 5 minutes; GOAWAY after 2 strikes).
@@ -101,6 +104,17 @@ def extreme_frames(round_: int) -> list[bytes]:
     return [batch(events, totals)]
 
 
+def replay_frames(path: str) -> list[bytes]:
+    with open(path, "rb") as f:
+        data = f.read()
+    frames, at = [], 0
+    while at < len(data):
+        n = int.from_bytes(data[at : at + 4], "big")
+        frames.append(data[at + 4 : at + 4 + n])
+        at += 4 + n
+    return frames
+
+
 def hostile_frame(args: argparse.Namespace, rng: random.Random) -> list[bytes]:
     if args.mode == "flap":
         return []
@@ -133,6 +147,12 @@ def serve(args: argparse.Namespace) -> grpc.Server:
     def stream(request_iterator, context):
         if args.mode == "flap":
             return  # ends the stream at once: the client sees it close
+        if args.mode == "replay":
+            threading.Thread(target=drain, args=(request_iterator,), daemon=True).start()
+            yield from replay_frames(args.frames)
+            while context.is_active():
+                time.sleep(0.05)
+            return
         if args.mode == "idle":
             context.send_initial_metadata(())  # the stream is open
             drain(request_iterator)  # until the client goes away
@@ -168,7 +188,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--mode",
-        choices=["huge_frame", "many_keys", "garbage", "extreme", "flap", "idle"],
+        choices=["huge_frame", "many_keys", "garbage", "extreme", "flap", "idle", "replay"],
         required=True,
     )
     p.add_argument("--port", type=int, default=0)
@@ -178,6 +198,7 @@ def main() -> None:
     p.add_argument("--interval-ms", type=float, default=50)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--min-ping-interval-ms", type=int, default=None)
+    p.add_argument("--frames", default=None, help="replay: the frames file")
     server = serve(p.parse_args())
     sys.stdin.read()  # until the test's port closes
     server.stop(0)

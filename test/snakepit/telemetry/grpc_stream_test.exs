@@ -133,10 +133,12 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
       w = start_registered(id)
       assert :ok = GrpcStream.update_sampling(id, 0.0, ["tool.*"])
       wait_for_state(w, &(&1["sampling_patterns"] == ["tool.*"]))
-      emit(w, %{count: 5, event: "tool.result_size"})
+      # Marked: a polling call's own result_size (emitted before the setting
+      # reached the worker) may still be in flight.
+      emit(w, %{count: 5, event: "tool.result_size", measurements: %{bytes: 535_353}})
       emit(w, %{count: 1, event: "python.memory.sampled", measurements: %{rss_bytes: 1}})
       assert_receive {[:snakepit, :python, :memory, :sampled], _, %{rss_bytes: 1}, _}, 5_000
-      refute_received {@result_size, _, _, _}
+      refute_received {@result_size, _, %{bytes: 535_353}, _}
     end
 
     test "toggle off and on", %{worker_id: id} do
@@ -157,11 +159,12 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
       w = start_registered(id)
       assert :ok = GrpcStream.update_filter(id, allow: ["tool.*"], deny: ["tool.result_size"])
       wait_for_state(w, &(&1["deny"] == ["tool.result_size"]))
-      emit(w, %{count: 2, event: "tool.result_size"})
+      # Marked, as above: a polling call's own result_size may be in flight.
+      emit(w, %{count: 2, event: "tool.result_size", measurements: %{bytes: 636_363}})
       emit(w, %{count: 1, event: "tool.execution.start", measurements: %{system_time: 1}})
       emit(w, %{count: 1, event: "python.gc.completed", measurements: %{collected: 1}})
       assert_receive {[:snakepit, :python, :tool, :execution, :start], _, _, _}, 5_000
-      flush_events_but(fn -> refute_received {@result_size, _, _, _} end)
+      flush_events_but(fn -> refute_received {@result_size, _, %{bytes: 636_363}, _} end)
       refute_received {[:snakepit, :python, :gc, :completed], _, _, _}
     end
 
