@@ -31,7 +31,8 @@ bench: setup
 # Soak (60 s by default): 4 Python workers under mixed load with random
 # kills, restarts and control changes; prints where every event went and
 # fails if any is unaccounted. SOAK_ARGS passes options to bench/soak.exs
-# (--workers N, --duration-s S, --seed N).
+# (--workers N, --duration-s S, --seed N, --hostile: hostile peers and stray
+# messages beside the workers).
 soak: setup
 	mix compile && mix run bench/soak.exs $(SOAK_ARGS)
 

@@ -1,6 +1,11 @@
 # Soak: `make soak` (or `mix run bench/soak.exs`).
 #
-#   mix run bench/soak.exs [--workers 4] [--duration-s 60] [--seed N]
+#   mix run bench/soak.exs [--workers 4] [--duration-s 60] [--seed N] [--hostile]
+#
+# --hostile adds hostile gRPC peers beside the workers (extreme numbers and
+# totals, garbage, 200,000 keys, 10 MB frames, streams ended at once, idle
+# streams; bench/support/soak_hostile.ex) and a loop of stray messages and
+# bad calls; the run then also fails if GrpcStream ever restarted.
 #
 # N real Python workers, each registered once with GrpcStream, under mixed
 # load for the duration: tool calls at full speed (queue_full drops), at
@@ -14,15 +19,19 @@
 # repeats the random choices; timings still differ. Workers are killed at the
 # end, also after a failure (and exit by themselves if the BEAM dies).
 
-for file <- ~w(soak_workers soak_load), do: Code.require_file("support/#{file}.ex", __DIR__)
+for file <- ~w(soak_workers soak_load soak_hostile),
+    do: Code.require_file("support/#{file}.ex", __DIR__)
+
+# The hostile peers' launcher is the tests' (it calls ExUnit only from start!/2).
+Code.require_file("../test/support/hostile_worker.ex", __DIR__)
 
 alias Snakepit.GRPC.Client
 alias Snakepit.Telemetry.GrpcStream
-alias SnakepitBench.{SoakLoad, SoakWorkers}
+alias SnakepitBench.{SoakHostile, SoakLoad, SoakWorkers}
 
 {opts, _} =
   OptionParser.parse!(System.argv(),
-    strict: [workers: :integer, duration_s: :integer, seed: :integer]
+    strict: [workers: :integer, duration_s: :integer, seed: :integer, hostile: :boolean]
   )
 
 n = opts[:workers] || 4
@@ -42,7 +51,12 @@ atom_allowance = 50
 Logger.configure(level: :warning)
 :logger.add_primary_filter(:soak_raiser, {&SoakLoad.quiet_raiser/2, nil})
 
-command = "mix run bench/soak.exs --workers #{n} --duration-s #{duration_s} --seed #{seed}"
+hostile? = opts[:hostile] || false
+
+command =
+  "mix run bench/soak.exs --workers #{n} --duration-s #{duration_s} --seed #{seed}" <>
+    if(hostile?, do: " --hostile", else: "")
+
 IO.puts("soak: #{command}\n  (argv: #{inspect(System.argv())})")
 
 IO.puts(
@@ -73,6 +87,9 @@ run = fn ->
   end
 
   SoakLoad.attach_counter(s)
+  hostile_pids = if hostile?, do: SoakHostile.start_all(), else: []
+  :persistent_term.put(:soak_hostile_pids, hostile_pids)
+  grpc_stream = Process.whereis(GrpcStream)
 
   # Warm-up: every path once, so the atom baseline includes loaded code.
   for i <- 0..(n - 1) do
@@ -103,10 +120,19 @@ run = fn ->
   tasks =
     for(i <- 0..(n - 1), k <- 1..2, do: {:load, i, seed * 100 + i * 10 + k})
     |> Enum.concat([{:control, seed + 1}, {:fault, seed + 2}])
+    |> Enum.concat(if hostile?, do: [{:stray, seed + 3}], else: [])
     |> Enum.map(fn
-      {:load, i, sd} -> Task.async(fn -> SoakLoad.load_loop(s, i, endpoint.(i), sd) end)
-      {:control, sd} -> Task.async(fn -> SoakLoad.control_loop(s, sd) end)
-      {:fault, sd} -> Task.async(fn -> SoakLoad.fault_loop(s, sd) end)
+      {:stray, sd} ->
+        Task.async(fn -> SoakHostile.stray_loop(fn -> SoakLoad.stopped?(s) end, sd) end)
+
+      {:load, i, sd} ->
+        Task.async(fn -> SoakLoad.load_loop(s, i, endpoint.(i), sd) end)
+
+      {:control, sd} ->
+        Task.async(fn -> SoakLoad.control_loop(s, sd) end)
+
+      {:fault, sd} ->
+        Task.async(fn -> SoakLoad.fault_loop(s, sd) end)
     end)
 
   Process.sleep(duration_s * 1_000)
@@ -152,6 +178,8 @@ run = fn ->
   #{command}
   """)
 
+  if hostile?, do: IO.puts(Enum.join(["hostile peers:" | SoakHostile.report()], "\n") <> "\n")
+
   if new_atoms != [],
     do: IO.puts("new atoms: #{inspect(Enum.take(new_atoms, 400), limit: :infinity)}\n")
 
@@ -163,7 +191,8 @@ run = fn ->
     {not SoakLoad.counter_attached?(), "the counting handler was detached"},
     {atoms_end - atoms_start > atom_allowance, "atom count grew by #{atoms_end - atoms_start}"},
     {SoakLoad.count(s, :control_errors) != 0, "control calls failed"},
-    {SoakLoad.count(s, :restart_failures) != 0, "a worker did not restart"}
+    {SoakLoad.count(s, :restart_failures) != 0, "a worker did not restart"},
+    {Process.whereis(GrpcStream) != grpc_stream, "GrpcStream restarted during the run"}
   ]
   |> Enum.filter(&elem(&1, 0))
   |> Enum.map(&elem(&1, 1))
@@ -178,6 +207,7 @@ failures =
     kind, reason -> ["crashed: " <> Exception.format(kind, reason, __STACKTRACE__)]
   after
     SoakWorkers.kill_all()
+    SoakHostile.kill_all(:persistent_term.get(:soak_hostile_pids, []))
   end
 
 case failures do

@@ -34,7 +34,7 @@ defmodule SnakepitBench.SoakLoad do
   defp bump(s, key), do: :counters.add(s.counters, Map.fetch!(s.slots, key), 1)
 
   def stop(s), do: :atomics.put(s.stop, 1, 1)
-  defp stopped?(s), do: :atomics.get(s.stop, 1) == 1
+  def stopped?(s), do: :atomics.get(s.stop, 1) == 1
 
   # Sleeps `ms`, in steps, unless stopped; false once stopped.
   defp nap(s, ms) do
@@ -55,6 +55,9 @@ defmodule SnakepitBench.SoakLoad do
     :ok =
       :telemetry.attach_many(@counting, Naming.python_events(), &__MODULE__.count_event/4, config)
   end
+
+  # The hostile peers of `--hostile` are counted by their own streams.
+  def count_event(_event, _measurements, %{worker_id: "hostile_" <> _}, _config), do: :ok
 
   def count_event(_event, _measurements, metadata, {counters, by_id, unknown}) do
     :counters.add(counters, Map.get(by_id, metadata[:worker_id], unknown), 1)

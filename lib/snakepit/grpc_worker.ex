@@ -7,7 +7,8 @@ defmodule Snakepit.GRPCWorker do
   Start-up: the worker prints `SNAKEPIT_READY {"port": P, "pid": N}` once it
   listens; this process waits for that line (`:ready_timeout`, default
   15 s) and fails with a clear error otherwise. Its other output lines go
-  through `Snakepit.Telemetry.PythonCapture`: `TELEMETRY:` lines become
+  through `Snakepit.Telemetry.StderrIngest` (parsed off the schedulers, as
+  `PythonCapture` does): `TELEMETRY:` lines become
   events, the rest are logged with the worker id.
 
   Events: `[:snakepit, :pool, :worker, :spawned]` when ready,
@@ -24,7 +25,7 @@ defmodule Snakepit.GRPCWorker do
 
   alias Snakepit.GRPC.Client
   alias Snakepit.Stray
-  alias Snakepit.Telemetry.{GrpcStream, Naming, PythonCapture}
+  alias Snakepit.Telemetry.{GrpcStream, Naming, StderrIngest}
 
   @ready "SNAKEPIT_READY "
   # Our worker accepts pings every second (grpc_server.py): ping an idle
@@ -147,6 +148,7 @@ defmodule Snakepit.GRPCWorker do
       ])
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)
+    ctx = %{worker_id: id, pool_name: pool, python_pid: os_pid}
 
     state = %{
       id: id,
@@ -159,7 +161,9 @@ defmodule Snakepit.GRPCWorker do
       channel: nil,
       commands: 0,
       stream_monitor: nil,
-      ctx: %{worker_id: id, pool_name: pool, python_pid: os_pid}
+      ctx: ctx,
+      # Its output lines are parsed off the schedulers (StderrIngest).
+      ingest: StderrIngest.start(ctx)
     }
 
     case await_ready(state, Keyword.get(opts, :ready_timeout, 15_000)) do
@@ -177,13 +181,15 @@ defmodule Snakepit.GRPCWorker do
         end
 
       {^port, {:data, {:eol, line}}} ->
-        PythonCapture.handle_line(line, s.ctx)
+        StderrIngest.push(s.ingest, line)
         await_ready(s, timeout)
 
       {^port, {:data, {:noeol, _}}} ->
         await_ready(s, timeout)
 
       {^port, {:exit_status, status}} ->
+        # Its output (a traceback, say) is logged before init fails.
+        StderrIngest.drain(s.ingest, 2_000)
         {:error, {:python_exited_before_ready, status}}
     after
       timeout ->
@@ -195,7 +201,8 @@ defmodule Snakepit.GRPCWorker do
   defp connect(state, python_port) do
     endpoint = "127.0.0.1:#{python_port}"
     ctx = Map.put(state.ctx, :python_port, python_port)
-    state = register_stream(%{state | endpoint: endpoint, ctx: ctx})
+    ingest = StderrIngest.put_context(state.ingest, ctx)
+    state = register_stream(%{state | endpoint: endpoint, ctx: ctx, ingest: ingest})
     {:ok, channel} = Client.connect(endpoint)
 
     :telemetry.execute(
@@ -267,13 +274,14 @@ defmodule Snakepit.GRPCWorker do
 
   @impl true
   def handle_info({port, {:data, {:eol, line}}}, %{port: port} = s) do
-    PythonCapture.handle_line(line, s.ctx)
+    StderrIngest.push(s.ingest, line)
     {:noreply, s}
   end
 
   def handle_info({port, {:data, {:noeol, _}}}, %{port: port} = s), do: {:noreply, s}
 
   def handle_info({port, {:exit_status, status}}, %{port: port} = s) do
+    StderrIngest.drain(s.ingest, 2_000)
     Logger.warning("python worker exited with status #{status}", worker_id: s.id)
     {:stop, {:python_exited, status}, %{s | port: nil}}
   end
@@ -289,7 +297,13 @@ defmodule Snakepit.GRPCWorker do
   end
 
   def handle_info(:register_stream, s), do: {:noreply, register_stream(s)}
-  def handle_info(message, s), do: Stray.info(__MODULE__, message, s)
+
+  def handle_info(message, s) do
+    with :ignore <- StderrIngest.handle_message(message, s.ingest),
+         do: Stray.info(__MODULE__, message, s)
+
+    {:noreply, s}
+  end
 
   @impl true
   def terminate(reason, s) do

@@ -5,6 +5,17 @@ defmodule Snakepit.Test.HostileWorker do
 
   @doc "Starts one in `mode` with extra `args`; returns %{endpoint, os_pid}. Killed at test exit."
   def start!(mode, args \\ []) do
+    peer = open!(mode, args)
+
+    ExUnit.Callbacks.on_exit(fn ->
+      System.cmd("kill", ["-9", "#{peer.os_pid}"], stderr_to_stdout: true)
+    end)
+
+    peer
+  end
+
+  @doc "Starts one (the caller kills it: `bench/support/soak_hostile.ex`)."
+  def open!(mode, args \\ []) do
     script = Path.expand("hostile_worker.py", __DIR__)
 
     port =
@@ -17,10 +28,6 @@ defmodule Snakepit.Test.HostileWorker do
       ])
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)
-
-    ExUnit.Callbacks.on_exit(fn ->
-      System.cmd("kill", ["-9", "#{os_pid}"], stderr_to_stdout: true)
-    end)
 
     receive do
       {^port, {:data, {:eol, "HOSTILE_READY " <> p}}} ->

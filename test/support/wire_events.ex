@@ -36,7 +36,7 @@ defmodule Snakepit.Test.WireEvents do
 
   defp event do
     if :rand.uniform(20) == 1 do
-      :crypto.strong_rand_bytes(:rand.uniform(64))
+      :rand.bytes(:rand.uniform(64))
     else
       IO.iodata_to_binary([
         Enum.map(name_parts(), &len_field(1, &1)),

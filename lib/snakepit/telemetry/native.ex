@@ -77,6 +77,12 @@ defmodule Snakepit.Telemetry.Native do
   def stderr_parse_line(_line), do: not_loaded()
   def stderr_parse_line_dirty(_line), do: not_loaded()
 
+  # The stderr ingest thread (Snakepit.Telemetry.StderrIngest).
+  def stderr_ingest_start(_owner), do: not_loaded()
+  def stderr_ingest_push(_handle, _line), do: not_loaded()
+  def stderr_ingest_ack(_handle, _n), do: not_loaded()
+  def stderr_ingest_stats(_handle), do: not_loaded()
+
   defp not_loaded do
     {path, reason, text} = load_error() || {library_path(), :unknown, "unknown"}
 

@@ -11,15 +11,18 @@ defmodule Snakepit.Telemetry.PythonCapture do
   lines are counted by reason (see `stats/0`) and logged at debug level; they
   never crash anything.
 
-  Use `handle_line/2` from a process that already reads a worker's output,
-  or `start_link/1` to run a Python program and capture its output.
+  Use `start_link/1` to run a Python program and capture its output: its
+  lines are parsed off the schedulers, on the Rust thread of
+  `Snakepit.Telemetry.StderrIngest` (as `GRPCWorker` does with its worker's
+  output). `handle_line/2` handles one line at once, in the caller (lines
+  over 8 KiB on a dirty scheduler).
   """
 
   use GenServer
   require Logger
 
   alias Snakepit.Stray
-  alias Snakepit.Telemetry.{Catalog, Native, SafeMetadata}
+  alias Snakepit.Telemetry.{Catalog, Native, SafeMetadata, StderrIngest}
 
   @max_line Catalog.limits().max_stderr_line_bytes
   # Counter slots: events, log lines, then one per rejection reason.
@@ -38,10 +41,12 @@ defmodule Snakepit.Telemetry.PythonCapture do
     :measurement_out_of_range,
     :duplicate_key
   ]
-  @slots [:events, :log_lines | @reasons]
+  # Lines dropped by StderrIngest: its queue full, or no credit left.
+  @drops [:queue_full, :backlog_full]
+  @slots [:events, :log_lines | @drops ++ @reasons]
   @counters_key {__MODULE__, :counters}
 
-  @type verdict :: :event | :log | {:malformed, atom}
+  @type verdict :: :event | :log | {:malformed, atom} | :ignored
 
   ## Line handling
 
@@ -71,21 +76,45 @@ defmodule Snakepit.Telemetry.PythonCapture do
   defp handle_valid_line(line, context) do
     case parse(line) do
       {:ok, event, measurements, metadata} ->
-        :telemetry.execute(event, measurements, SafeMetadata.enrich(metadata, context))
-        bump(:events)
-        :event
+        handle_item({:event, event, measurements, metadata}, context)
 
       :not_telemetry ->
-        Logger.info(printable(line), worker_id: context[:worker_id], python: true)
-        bump(:log_lines)
-        :log
+        handle_item({:log, line}, context)
 
       {:error, {reason, message}} ->
-        Logger.debug(fn -> "dropped malformed telemetry line (#{reason}): #{message}" end)
-        bump(reason)
-        {:malformed, reason}
+        handle_item({:malformed, reason, message}, context)
     end
   end
+
+  @doc false
+  # One parsed line (from handle_line/2 or a StderrIngest batch): an event,
+  # a log line or a counted rejection.
+  @spec handle_item(tuple, map) :: verdict
+  def handle_item({:event, event, measurements, metadata}, context)
+      when is_list(event) and is_map(measurements) and is_map(metadata) do
+    :telemetry.execute(event, measurements, SafeMetadata.enrich(metadata, context))
+    bump(:events)
+    :event
+  end
+
+  def handle_item({:log, line}, context) when is_binary(line) do
+    Logger.info(printable(line), worker_id: context[:worker_id], python: true)
+    bump(:log_lines)
+    :log
+  end
+
+  def handle_item({:malformed, reason, message}, _context) when reason in @reasons do
+    Logger.debug(fn -> "dropped malformed telemetry line (#{reason}): #{message}" end)
+    bump(reason)
+    {:malformed, reason}
+  end
+
+  # Not an item (a forged batch): skipped.
+  def handle_item(_other, _context), do: :ignored
+
+  @doc false
+  # Adds `n` to a drop counter (StderrIngest).
+  def count(slot, n) when slot in @drops, do: :counters.add(counters(), slot_index(slot), n)
 
   # Parsing costs in proportion to the line: up to 8 KiB it stays well
   # under a millisecond, longer lines (up to 64 KiB, then refused unread)
@@ -107,7 +136,8 @@ defmodule Snakepit.Telemetry.PythonCapture do
 
   @doc """
   Counts since the application started:
-  `%{events: n, log_lines: n, malformed: n, malformed_by_reason: %{reason => n}}`.
+  `%{events: n, log_lines: n, malformed: n, malformed_by_reason: %{reason => n},
+  queue_full: n, backlog_full: n}` (the last two: lines `StderrIngest` dropped).
   """
   @spec stats() :: map
   def stats do
@@ -122,7 +152,9 @@ defmodule Snakepit.Telemetry.PythonCapture do
       events: by_slot.events,
       log_lines: by_slot.log_lines,
       malformed: by_reason |> Map.values() |> Enum.sum(),
-      malformed_by_reason: by_reason
+      malformed_by_reason: by_reason,
+      queue_full: by_slot.queue_full,
+      backlog_full: by_slot.backlog_full
     }
   end
 
@@ -144,6 +176,7 @@ defmodule Snakepit.Telemetry.PythonCapture do
 
   for {slot, i} <- Enum.with_index(@slots, 1) do
     defp bump(unquote(slot)), do: :counters.add(counters(), unquote(i), 1)
+    defp slot_index(unquote(slot)), do: unquote(i)
   end
 
   ## A captured Python program
@@ -181,7 +214,10 @@ defmodule Snakepit.Telemetry.PythonCapture do
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)
     context = opts |> Keyword.get(:context, %{}) |> Map.new() |> Map.put(:python_pid, os_pid)
-    {:ok, %{port: port, context: context, notify: opts[:notify], partial: [], size: 0}}
+    ingest = StderrIngest.start(context)
+
+    {:ok,
+     %{port: port, context: context, ingest: ingest, notify: opts[:notify], partial: [], size: 0}}
   end
 
   @impl true
@@ -189,7 +225,7 @@ defmodule Snakepit.Telemetry.PythonCapture do
     if s.size + byte_size(chunk) > @max_line do
       bump(:line_too_long)
     else
-      handle_line(IO.iodata_to_binary([s.partial, chunk]), s.context)
+      StderrIngest.push(s.ingest, IO.iodata_to_binary([s.partial, chunk]))
     end
 
     {:noreply, %{s | partial: [], size: 0}}
@@ -203,11 +239,18 @@ defmodule Snakepit.Telemetry.PythonCapture do
   end
 
   def handle_info({port, {:exit_status, status}}, %{port: port} = s) do
+    # Its last lines may still be in the ingest: handle them first.
+    StderrIngest.drain(s.ingest, 5_000)
     if s.notify, do: send(s.notify, {:python_capture_exit, self(), status})
     {:stop, :normal, %{s | port: nil}}
   end
 
-  def handle_info(message, s), do: Stray.info(__MODULE__, message, s)
+  def handle_info(message, s) do
+    with :ignore <- StderrIngest.handle_message(message, s.ingest),
+         do: Stray.info(__MODULE__, message, s)
+
+    {:noreply, s}
+  end
 
   @impl true
   def handle_call(request, _from, s), do: Stray.call(__MODULE__, request, s)

@@ -14,6 +14,7 @@ mod nif_clock;
 mod runtime;
 mod safe_decode;
 mod stats;
+mod stderr_ingest;
 mod stderr_nif;
 mod stream;
 mod tool_call;
@@ -21,8 +22,10 @@ mod tool_call;
 use rustler::{Env, Term};
 
 /// Load hook: builds the catalog's atoms once (they come from the compiled-in
-/// catalog, never from input). `load_info` is `%{native_time_unit: n}`.
+/// catalog, never from input) and starts the stderr ingest thread.
+/// `load_info` is `%{native_time_unit: n}`.
 fn on_load(env: Env, load_info: Term) -> bool {
+    stderr_ingest::init();
     catalog_terms::init(env, load_info).is_ok()
 }
 

@@ -23,9 +23,13 @@ pub enum Nif {
     StreamAck,
     StreamStats,
     StreamsRunning,
+    StderrIngestStart,
+    StderrIngestPush,
+    StderrIngestAck,
+    StderrIngestStats,
 }
 
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 16] = [
     "catalog_summary",
     "catalog_version",
     "stderr_parse_line",
@@ -38,6 +42,10 @@ pub const NAMES: [&str; 12] = [
     "stream_ack",
     "stream_stats",
     "streams_running",
+    "stderr_ingest_start",
+    "stderr_ingest_push",
+    "stderr_ingest_ack",
+    "stderr_ingest_stats",
 ];
 
 static MAX_NS: [AtomicU64; NAMES.len()] = [const { AtomicU64::new(0) }; NAMES.len()];

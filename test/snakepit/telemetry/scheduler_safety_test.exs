@@ -3,7 +3,7 @@ defmodule Snakepit.Telemetry.SchedulerSafetyTest do
   use ExUnit.Case, async: false
 
   alias Snakepit.GRPC.Client
-  alias Snakepit.Telemetry.{GrpcStream, Native, Naming, PythonCapture}
+  alias Snakepit.Telemetry.{GrpcStream, Native, Naming, PythonCapture, StderrIngest}
   alias Snakepit.Test.LoadGen
 
   # Whether a NIF holds its scheduler is told by the thread CPU time of its
@@ -39,8 +39,8 @@ defmodule Snakepit.Telemetry.SchedulerSafetyTest do
     report("largest inputs", cpu)
     assert_fast(cpu)
 
-    for nif <- ~w(stderr_parse_line stderr_parse_line_dirty stream_start stream_stop
-                  stream_control stream_stats channel_open tool_call) do
+    for nif <- ~w(stderr_parse_line stderr_parse_line_dirty stderr_ingest_push
+                  stream_start stream_stop stream_control stream_stats channel_open tool_call) do
       assert cpu[nif].calls >= @repeat, "#{nif} was not exercised: #{inspect(cpu[nif])}"
     end
   end
@@ -105,9 +105,15 @@ defmodule Snakepit.Telemetry.SchedulerSafetyTest do
     ctx = %{worker_id: "w"}
     # Telemetry lines: the longest parsed inline, the longest parsed at all,
     # and one far over the limit (refused from its length).
+    ingest = StderrIngest.start(ctx)
+
     for size <- [8 * 1024, 64 * 1024, 10_000_000], _ <- 1..@repeat do
-      {:malformed, _} = PythonCapture.handle_line(telemetry_line(size), ctx)
+      line = telemetry_line(size)
+      {:malformed, _} = PythonCapture.handle_line(line, ctx)
+      :ok = StderrIngest.push(ingest, line)
     end
+
+    :ok = StderrIngest.drain(ingest, 10_000)
 
     long_id = String.duplicate("i", 128)
     endpoint = String.duplicate("h", 253) <> ":65535"
