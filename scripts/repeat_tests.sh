@@ -23,7 +23,7 @@ for i in $(seq 1 "$n"); do
     red=$((red + 1)) && verdict=RED
   fi
   summary=$(grep -E '[0-9]+ tests?, [0-9]+ failures?' "$logs/run_$i.log" | tail -1)
-  echo "run $i: $verdict ($summary; $(($(date +%s) - start)) s; seed $(grep -oE 'seed [0-9]+' "$logs/run_$i.log" | tail -1))"
+  echo "run $i: $verdict ($summary; $(($(date +%s) - start)) s; $(grep -oE "seed [0-9]+" "$logs/run_$i.log" | tail -1))"
   [ "$verdict" = RED ] && grep -E '^\s+[0-9]+\) test' "$logs/run_$i.log"
 done
 echo "repeat_tests: $green green, $red red of $n runs under a busy core (logs: $logs)"

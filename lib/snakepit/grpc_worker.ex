@@ -48,7 +48,52 @@ defmodule Snakepit.GRPCWorker do
       keepalive every 10 s, 10 s timeout: a stalled worker is found within
       about 20 s)
   """
-  def start_link(opts), do: GenServer.start_link(__MODULE__, opts)
+  def start_link(opts) do
+    with :ok <- validate(opts), do: GenServer.start_link(__MODULE__, opts)
+  end
+
+  @options [:id, :pool_name, :python, :args, :env, :ready_timeout, :shutdown_grace, :stream]
+
+  defp validate(opts) do
+    cond do
+      not Keyword.keyword?(opts) ->
+        {:error, {:invalid_options, opts}}
+
+      bad = Enum.find(opts, fn {k, _} -> k not in @options end) ->
+        {:error, {:unknown_option, bad}}
+
+      not match?({:ok, _}, GrpcStream.Registration.worker_id(opts[:id])) ->
+        {:error, {:invalid_option, {:id, opts[:id]}}}
+
+      not is_atom(Keyword.get(opts, :pool_name, :default)) ->
+        {:error, {:invalid_option, {:pool_name, opts[:pool_name]}}}
+
+      not (is_nil(opts[:python]) or is_binary(opts[:python])) ->
+        {:error, {:invalid_option, {:python, opts[:python]}}}
+
+      not match?(t when is_integer(t) and t > 0, Keyword.get(opts, :ready_timeout, 15_000)) ->
+        {:error, {:invalid_option, {:ready_timeout, opts[:ready_timeout]}}}
+
+      not match?(t when is_integer(t) and t >= 0, Keyword.get(opts, :shutdown_grace, 2_000)) ->
+        {:error, {:invalid_option, {:shutdown_grace, opts[:shutdown_grace]}}}
+
+      not Keyword.keyword?(Keyword.get(opts, :stream, [])) ->
+        {:error, {:invalid_option, {:stream, opts[:stream]}}}
+
+      not list_of?(Keyword.get(opts, :args, []), &is_binary/1) ->
+        {:error, {:invalid_option, {:args, opts[:args]}}}
+
+      not list_of?(Keyword.get(opts, :env, []), &match?({_, v} when is_binary(v), &1)) ->
+        {:error, {:invalid_option, {:env, opts[:env]}}}
+
+      true ->
+        :ok
+    end
+  end
+
+  # length/1 in a guard is false (not a raise) for an improper list.
+  defp list_of?(list, fun) when is_list(list) and length(list) >= 0, do: Enum.all?(list, fun)
+  defp list_of?(_, _), do: false
 
   @doc false
   def child_spec(opts) do

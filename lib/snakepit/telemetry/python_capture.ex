@@ -195,7 +195,47 @@ defmodule Snakepit.Telemetry.PythonCapture do
     * `:notify` - a pid sent `{:python_capture_exit, capture_pid, exit_status}`
       when the program exits (the capture then stops normally)
   """
-  def start_link(opts), do: GenServer.start_link(__MODULE__, opts)
+  def start_link(opts) do
+    with :ok <- validate(opts), do: GenServer.start_link(__MODULE__, opts)
+  end
+
+  defp validate(opts) do
+    cond do
+      not Keyword.keyword?(opts) ->
+        {:error, {:invalid_options, opts}}
+
+      not is_binary(opts[:executable]) ->
+        {:error, {:invalid_option, {:executable, opts[:executable]}}}
+
+      not strings?(Keyword.get(opts, :args, [])) ->
+        {:error, {:invalid_option, {:args, opts[:args]}}}
+
+      not env?(Keyword.get(opts, :env, [])) ->
+        {:error, {:invalid_option, {:env, opts[:env]}}}
+
+      not context?(Keyword.get(opts, :context, %{})) ->
+        {:error, {:invalid_option, {:context, opts[:context]}}}
+
+      not (is_nil(opts[:notify]) or is_pid(opts[:notify])) ->
+        {:error, {:invalid_option, {:notify, opts[:notify]}}}
+
+      true ->
+        :ok
+    end
+  end
+
+  # length/1 in a guard is false (not a raise) for an improper list.
+  defp proper_list?(list) when is_list(list) and length(list) >= 0, do: true
+  defp proper_list?(_), do: false
+
+  defp strings?(list), do: proper_list?(list) and Enum.all?(list, &is_binary/1)
+
+  defp env?(env) do
+    proper_list?(env) and
+      Enum.all?(env, &match?({k, v} when (is_binary(k) or is_atom(k)) and is_binary(v), &1))
+  end
+
+  defp context?(ctx), do: is_map(ctx) or Keyword.keyword?(ctx)
 
   @impl true
   def init(opts) do

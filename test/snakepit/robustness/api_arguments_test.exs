@@ -180,6 +180,39 @@ defmodule Snakepit.Robustness.ApiArgumentsTest do
     assert Pool.workers(:p0) == [] and Pool.checkout(:p4) == {:error, :no_pool}
   end
 
+  test "GRPCWorker and PythonCapture refuse bad start options with an error, not a crash" do
+    Process.flag(:trap_exit, true)
+
+    for opts <- [
+          [],
+          [id: ""],
+          [id: :atom],
+          [id: "w", bogus: 1],
+          [id: "w", args: "--x"],
+          [id: "w", args: ["a" | "b"]],
+          [id: "w", env: [1]],
+          [id: "w", ready_timeout: 0],
+          [id: "w", pool_name: "p"],
+          [id: "w", stream: :x],
+          :not_a_list
+        ] do
+      assert {:error, _} = GRPCWorker.start_link(opts), inspect(opts)
+    end
+
+    for opts <- [
+          [],
+          [executable: :python],
+          [executable: "/bin/true", args: [1]],
+          [executable: "/bin/true", env: [{"A", 1}]],
+          [executable: "/bin/true", notify: :me],
+          [executable: "/bin/true", context: "ctx"]
+        ] do
+      assert {:error, _} = PythonCapture.start_link(opts), inspect(opts)
+    end
+
+    refute_received {:EXIT, _, _}
+  end
+
   test "PythonCapture.handle_line refuses what is not a line or a context" do
     assert {:error, _} = PythonCapture.handle_line(:line, %{})
     assert {:error, _} = PythonCapture.handle_line("TELEMETRY:{}", [1, 2])
