@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod frame;
 pub mod raw_frames;
 pub mod scan;
+pub mod settings;
 pub mod stderr;
 pub mod totals;
 pub mod units;

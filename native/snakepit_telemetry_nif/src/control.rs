@@ -1,6 +1,6 @@
 //! Control messages from Elixir (built and validated by
-//! `Snakepit.Telemetry.Control`) as wire `TelemetryControl` frames, and the
-//! settings a stream replays after it reconnects.
+//! `Snakepit.Telemetry.Control`) as wire `TelemetryControl` frames. What a
+//! stream replays on (re)connect is `snakepit_telemetry_core::settings`.
 
 use rustler::{Atom, NifResult, Term};
 use snakepit_telemetry_core::wire::telemetry_control::Control;
@@ -44,41 +44,4 @@ pub fn decode(term: Term) -> NifResult<TelemetryControl> {
     Ok(TelemetryControl {
         control: Some(control),
     })
-}
-
-pub fn toggle(enabled: bool) -> TelemetryControl {
-    TelemetryControl {
-        control: Some(Control::Toggle(TelemetryToggle { enabled })),
-    }
-}
-
-/// The latest setting of each kind, replayed in order on a new connection so
-/// a restarted worker is tuned like the one it replaces.
-#[derive(Default, Clone)]
-pub struct Settings {
-    enabled: Option<bool>,
-    sampling: Option<TelemetryControl>,
-    filter: Option<TelemetryControl>,
-}
-
-impl Settings {
-    pub fn record(&mut self, c: &TelemetryControl) {
-        match &c.control {
-            Some(Control::Toggle(t)) => self.enabled = Some(t.enabled),
-            Some(Control::Sampling(_)) => self.sampling = Some(c.clone()),
-            Some(Control::Filter(_)) => self.filter = Some(c.clone()),
-            None => {}
-        }
-    }
-
-    /// `toggle(true)` first (the contract), then what Elixir set since.
-    pub fn opening_frames(&self) -> Vec<TelemetryControl> {
-        let mut frames = vec![toggle(true)];
-        frames.extend(self.sampling.iter().cloned());
-        frames.extend(self.filter.iter().cloned());
-        if self.enabled == Some(false) {
-            frames.push(toggle(false));
-        }
-        frames
-    }
 }

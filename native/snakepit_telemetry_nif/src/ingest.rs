@@ -27,9 +27,9 @@ use tonic::{Code, IntoStreamingRequest, Streaming};
 
 use crate::catalog_terms;
 use crate::config::{RpcChoice, StreamConfig};
-use crate::control::Settings;
 use crate::dispatch::{Dispatcher, OwnerGone, Status, StatusValue};
 use crate::stats::StreamStats;
+use snakepit_telemetry_core::settings::Settings;
 
 /// State shared between the task and its handle.
 pub struct Shared {
