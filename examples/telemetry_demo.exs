@@ -130,7 +130,9 @@ Demo.heading("Starting a pool of 2 Python workers")
     name: :demo,
     size: 2,
     status_interval: nil,
-    worker_args: ["--sample-interval-ms", "1000"]
+    worker_args: ["--sample-interval-ms", "1000"],
+    # The demo's tools (telemetry_demo, emit_events, fail, ...).
+    demo_tools: true
   )
 
 Process.sleep(200)

@@ -36,7 +36,7 @@ defmodule SnakepitBench.External do
   @doc "Starts a Python worker; returns %{endpoint, os_pid, command, owner}."
   def start_python(args \\ []) do
     script = python_file("grpc_server.py")
-    args = [script, "--port", "0", "--sample-interval-ms", "0" | args]
+    args = [script, "--port", "0", "--sample-interval-ms", "0", "--demo-tools" | args]
     env = Snakepit.Python.port_env()
 
     start(:python, Snakepit.Python.executable(), args, [env: env], fn

@@ -19,7 +19,7 @@ defmodule SnakepitBench.SoakWorkers do
   end
 
   def script, do: Path.join(Snakepit.Python.package_dir(), "grpc_server.py")
-  def args(port), do: ["--port", to_string(port), "--sample-interval-ms", "0"]
+  def args(port), do: ["--port", to_string(port), "--sample-interval-ms", "0", "--demo-tools"]
 
   @doc "Starts worker `i` on `port`; waits for its ready line (20 s at most)."
   def start(i, port) do

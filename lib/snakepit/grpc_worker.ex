@@ -44,6 +44,10 @@ defmodule Snakepit.GRPCWorker do
     * `:env` - extra environment `[{"NAME", "value"}]`
     * `:ready_timeout` - ms to wait for the ready line (default 15000)
     * `:shutdown_grace` - ms between SIGTERM and SIGKILL (default 2000)
+    * `:demo_tools` - load the demo and test tools (`emit_events`, `fail`,
+      `telemetry_demo`, `telemetry_state`, `emit_random`; default
+      `config :snakepit_telemetry, :demo_tools`, else `false`: a worker
+      exposes only `ping` and its adapter's tools)
     * `:stream` - options for `GrpcStream.register_worker/3` (defaults:
       keepalive every 10 s, 10 s timeout: a stalled worker is found within
       about 20 s)
@@ -52,7 +56,17 @@ defmodule Snakepit.GRPCWorker do
     with :ok <- validate(opts), do: GenServer.start_link(__MODULE__, opts)
   end
 
-  @options [:id, :pool_name, :python, :args, :env, :ready_timeout, :shutdown_grace, :stream]
+  @options [
+    :id,
+    :pool_name,
+    :python,
+    :args,
+    :env,
+    :ready_timeout,
+    :shutdown_grace,
+    :stream,
+    :demo_tools
+  ]
 
   defp validate(opts) do
     cond do
@@ -76,6 +90,9 @@ defmodule Snakepit.GRPCWorker do
 
       not match?(t when is_integer(t) and t >= 0, Keyword.get(opts, :shutdown_grace, 2_000)) ->
         {:error, {:invalid_option, {:shutdown_grace, opts[:shutdown_grace]}}}
+
+      not is_boolean(Keyword.get(opts, :demo_tools, false)) ->
+        {:error, {:invalid_option, {:demo_tools, opts[:demo_tools]}}}
 
       not Keyword.keyword?(Keyword.get(opts, :stream, [])) ->
         {:error, {:invalid_option, {:stream, opts[:stream]}}}
@@ -180,7 +197,12 @@ defmodule Snakepit.GRPCWorker do
     started = System.monotonic_time()
     exe = Keyword.get_lazy(opts, :python, &Snakepit.Python.executable/0)
     script = Path.join(Snakepit.Python.package_dir(), "grpc_server.py")
-    args = [script, "--port", "0", "--worker-id", id | Keyword.get(opts, :args, [])]
+
+    demo? =
+      Keyword.get(opts, :demo_tools, Application.get_env(:snakepit_telemetry, :demo_tools, false))
+
+    demo = if demo?, do: ["--demo-tools"], else: []
+    args = [script, "--port", "0", "--worker-id", id | demo ++ Keyword.get(opts, :args, [])]
 
     port =
       Port.open({:spawn_executable, exe}, [

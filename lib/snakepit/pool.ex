@@ -16,7 +16,8 @@ defmodule Snakepit.Pool do
     * `:python` - interpreter (default `Snakepit.Python.executable/0`)
     * `:adapter_module` - Python module whose tools the workers load
       (`grpc_server.py --tool-module`), e.g. `"my_app.tools"`
-    * `:worker_args`, `:env`, `:stream`, `:ready_timeout` - passed to each worker
+    * `:worker_args`, `:env`, `:stream`, `:ready_timeout`, `:demo_tools` - passed
+      to each worker (see `Snakepit.GRPCWorker.start_link/1`)
     * `:status_interval` - ms between `[:snakepit, :pool, :status]` events
       (default 5000; `nil` disables)
 
@@ -38,7 +39,8 @@ defmodule Snakepit.Pool do
     :stream,
     :ready_timeout,
     :shutdown_grace,
-    :status_interval
+    :status_interval,
+    :demo_tools
   ]
   @max_size 256
 
@@ -188,7 +190,15 @@ defmodule Snakepit.Pool do
             id: "#{name}_#{i}",
             pool_name: name,
             args: worker_args
-          ] ++ Keyword.take(opts, [:python, :env, :stream, :ready_timeout, :shutdown_grace])
+          ] ++
+            Keyword.take(opts, [
+              :python,
+              :env,
+              :stream,
+              :ready_timeout,
+              :shutdown_grace,
+              :demo_tools
+            ])
 
         Snakepit.GRPCWorker.child_spec(worker_opts)
       end

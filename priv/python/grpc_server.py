@@ -6,7 +6,7 @@
     python priv/python/grpc_server.py --port 0 [--host 127.0.0.1] [--max-buffer 1024]
         [--max-batch 512] [--max-frame-bytes 4194304] [--worker-id ID]
         [--shutdown-grace 2.0] [--ignore-stdin] [--switch-interval 0.001]
-        [--tool-module MODULE ...]
+        [--tool-module MODULE ...] [--demo-tools]
 
 RPCs (``priv/proto/snakepit_bridge.proto``, package ``snakepit.bridge``):
 
@@ -14,7 +14,9 @@ RPCs (``priv/proto/snakepit_bridge.proto``, package ``snakepit.bridge``):
 * ``ExecuteTool`` -- runs a tool of :mod:`snakepit_bridge.tools`; see below.
   ``--tool-module`` (repeatable) and the environment variable
   ``SNAKEPIT_TOOL_MODULES`` (comma-separated) name more modules to import at
-  start-up; they register their tools with ``@snakepit_bridge.tools.tool``;
+  start-up; they register their tools with ``@snakepit_bridge.tools.tool``.
+  Only ``ping`` is built in; ``--demo-tools`` loads
+  :mod:`snakepit_bridge.demo_tools` (the demo's and the tests' tools);
 * ``StreamTelemetry`` -- one ``TelemetryEvent`` per frame (the reference RPC);
 * ``StreamTelemetryBatched`` -- ``TelemetryEventBatch`` frames (up to
   ``--max-batch`` events plus the worker's running totals).
@@ -95,7 +97,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import grpc  # noqa: E402
 from google.protobuf import any_pb2, timestamp_pb2, wrappers_pb2  # noqa: E402
 
-from snakepit_bridge import demo_tools, telemetry, tools  # noqa: E402, F401 (registers tools)
+from snakepit_bridge import telemetry, tools  # noqa: E402, F401 (registers ping)
 from snakepit_bridge.proto import snakepit_bridge_pb2 as pb  # noqa: E402
 from snakepit_bridge.proto import snakepit_bridge_pb2_grpc as pb_grpc  # noqa: E402
 from snakepit_bridge.telemetry import manager  # noqa: E402
@@ -443,6 +445,8 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     initial_ppid = os.getppid()
     extra = [m for m in os.environ.get("SNAKEPIT_TOOL_MODULES", "").split(",") if m.strip()]
+    if args.demo_tools:
+        extra.append("snakepit_bridge.demo_tools")
     try:
         for module in [*extra, *args.tool_module]:
             importlib.import_module(module.strip())
@@ -542,6 +546,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=DEFAULT_SWITCH_INTERVAL,
         help="sys.setswitchinterval in seconds (0 = keep Python's default)",
+    )
+    parser.add_argument(
+        "--demo-tools",
+        action="store_true",
+        help="load the demo and test tools (emit_events, fail, telemetry_demo, "
+        "telemetry_state, emit_random); off by default",
     )
     parser.add_argument(
         "--tool-module",

@@ -11,7 +11,7 @@ defmodule Snakepit.Test.PythonWorker do
     port_number = Keyword.get(opts, :port, 0)
     # No resource samples unless asked: tests count events exactly.
     extra = Keyword.get(opts, :args, ["--sample-interval-ms", "0"])
-    args = ["--port", to_string(port_number) | extra]
+    args = ["--port", to_string(port_number), "--demo-tools" | extra]
 
     owner =
       spawn(fn ->

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 
 import grpc_server
-from snakepit_bridge import telemetry
+from snakepit_bridge import demo_tools, telemetry  # noqa: F401 (the tests call demo tools)
 from snakepit_bridge.proto import snakepit_bridge_pb2 as pb
 from snakepit_bridge.proto import snakepit_bridge_pb2_grpc as pb_grpc
 from snakepit_bridge.telemetry.backends.grpc import GrpcBackend

@@ -369,10 +369,14 @@ def test_shutdown_refuses_new_calls() -> None:
 # --- the worker process -------------------------------------------------------------------
 
 
-def start_worker(*args: str, **env: str | None) -> tuple[subprocess.Popen[str], int]:
-    """Starts grpc_server.py; returns the process and its port once ready."""
+def start_worker(
+    *args: str, demo_tools: bool = True, **env: str | None
+) -> tuple[subprocess.Popen[str], int]:
+    """Starts grpc_server.py (with its demo tools unless told otherwise);
+    returns the process and its port once ready."""
+    flags = ["--demo-tools"] if demo_tools else []
     proc = subprocess.Popen(
-        [sys.executable, str(SERVER), "--port", "0", *args],
+        [sys.executable, str(SERVER), "--port", "0", *flags, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -396,6 +400,24 @@ def stop_worker(proc: subprocess.Popen[str]) -> None:
     for pipe in (proc.stdin, proc.stdout, proc.stderr):
         if pipe:
             pipe.close()
+
+
+def test_a_default_worker_has_ping_and_no_demo_tools() -> None:
+    proc, port = start_worker("--sample-interval-ms", "0", demo_tools=False)
+    try:
+
+        async def main() -> list[pb.ExecuteToolResponse]:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.BridgeServiceStub(channel)
+                names = ["ping", "emit_events", "fail", "telemetry_demo", "emit_random"]
+                return [await stub.ExecuteTool(request(name, {})) for name in names]
+
+        ping, *demo = run(main())
+        assert ping.success
+        for reply in demo:
+            assert not reply.success and "unknown tool" in reply.error_message
+    finally:
+        stop_worker(proc)
 
 
 def test_worker_ready_line_telemetry_and_sigterm() -> None:
