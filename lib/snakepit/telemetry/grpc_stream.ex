@@ -441,7 +441,21 @@ defmodule Snakepit.Telemetry.GrpcStream do
     nif_opts =
       reg.opts |> Map.merge(reg.ctx) |> Map.merge(%{endpoint: reg.endpoint, node: node()})
 
-    {:ok, {id, handle}} = Native.stream_start(nif_opts, self())
+    case start_stream(nif_opts) do
+      {:ok, {id, handle}} -> started(reg, request, id, handle, state)
+      {:error, _} = error -> {:reply, error, state}
+    end
+  end
+
+  # Registration has checked every option; a NIF that refuses one anyway
+  # answers the caller instead of taking this process down.
+  defp start_stream(nif_opts) do
+    Native.stream_start(nif_opts, self())
+  rescue
+    e in ArgumentError -> {:error, {:invalid_options, Exception.message(e)}}
+  end
+
+  defp started(reg, request, id, handle, state) do
     monitor = if reg.owner, do: Process.monitor(reg.owner)
 
     entry =
