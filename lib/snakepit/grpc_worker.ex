@@ -23,8 +23,8 @@ defmodule Snakepit.GRPCWorker do
   use GenServer, restart: :transient
   require Logger
 
+  alias Snakepit.{Args, Stray}
   alias Snakepit.GRPC.Client
-  alias Snakepit.Stray
   alias Snakepit.Telemetry.{GrpcStream, Naming, StderrIngest}
 
   @ready "SNAKEPIT_READY "
@@ -97,20 +97,16 @@ defmodule Snakepit.GRPCWorker do
       not Keyword.keyword?(Keyword.get(opts, :stream, [])) ->
         {:error, {:invalid_option, {:stream, opts[:stream]}}}
 
-      not list_of?(Keyword.get(opts, :args, []), &is_binary/1) ->
+      not Args.list_of?(Keyword.get(opts, :args, []), &is_binary/1) ->
         {:error, {:invalid_option, {:args, opts[:args]}}}
 
-      not list_of?(Keyword.get(opts, :env, []), &match?({_, v} when is_binary(v), &1)) ->
+      not Args.list_of?(Keyword.get(opts, :env, []), &match?({_, v} when is_binary(v), &1)) ->
         {:error, {:invalid_option, {:env, opts[:env]}}}
 
       true ->
         :ok
     end
   end
-
-  # length/1 in a guard is false (not a raise) for an improper list.
-  defp list_of?(list, fun) when is_list(list) and length(list) >= 0, do: Enum.all?(list, fun)
-  defp list_of?(_, _), do: false
 
   @doc false
   def child_spec(opts) do
@@ -366,9 +362,7 @@ defmodule Snakepit.GRPCWorker do
   def handle_info(:register_stream, s), do: {:noreply, register_stream(s)}
 
   def handle_info(message, s) do
-    with :ignore <- StderrIngest.handle_message(message, s.ingest),
-         do: Stray.info(__MODULE__, message, s)
-
+    StderrIngest.handle_or_ignore(message, s.ingest, __MODULE__)
     {:noreply, s}
   end
 

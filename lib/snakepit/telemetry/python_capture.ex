@@ -21,7 +21,7 @@ defmodule Snakepit.Telemetry.PythonCapture do
   use GenServer
   require Logger
 
-  alias Snakepit.Stray
+  alias Snakepit.{Args, Stray}
   alias Snakepit.Telemetry.{Catalog, Native, SafeMetadata, StderrIngest}
 
   @max_line Catalog.limits().max_stderr_line_bytes
@@ -207,10 +207,10 @@ defmodule Snakepit.Telemetry.PythonCapture do
       not is_binary(opts[:executable]) ->
         {:error, {:invalid_option, {:executable, opts[:executable]}}}
 
-      not strings?(Keyword.get(opts, :args, [])) ->
+      not Args.list_of?(Keyword.get(opts, :args, []), &is_binary/1) ->
         {:error, {:invalid_option, {:args, opts[:args]}}}
 
-      not env?(Keyword.get(opts, :env, [])) ->
+      not Args.list_of?(Keyword.get(opts, :env, []), &env_pair?/1) ->
         {:error, {:invalid_option, {:env, opts[:env]}}}
 
       not context?(Keyword.get(opts, :context, %{})) ->
@@ -224,16 +224,8 @@ defmodule Snakepit.Telemetry.PythonCapture do
     end
   end
 
-  # length/1 in a guard is false (not a raise) for an improper list.
-  defp proper_list?(list) when is_list(list) and length(list) >= 0, do: true
-  defp proper_list?(_), do: false
-
-  defp strings?(list), do: proper_list?(list) and Enum.all?(list, &is_binary/1)
-
-  defp env?(env) do
-    proper_list?(env) and
-      Enum.all?(env, &match?({k, v} when (is_binary(k) or is_atom(k)) and is_binary(v), &1))
-  end
+  defp env_pair?({k, v}), do: (is_binary(k) or is_atom(k)) and is_binary(v)
+  defp env_pair?(_), do: false
 
   defp context?(ctx), do: is_map(ctx) or Keyword.keyword?(ctx)
 
@@ -286,9 +278,7 @@ defmodule Snakepit.Telemetry.PythonCapture do
   end
 
   def handle_info(message, s) do
-    with :ignore <- StderrIngest.handle_message(message, s.ingest),
-         do: Stray.info(__MODULE__, message, s)
-
+    StderrIngest.handle_or_ignore(message, s.ingest, __MODULE__)
     {:noreply, s}
   end
 

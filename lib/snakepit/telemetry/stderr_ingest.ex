@@ -17,6 +17,7 @@ defmodule Snakepit.Telemetry.StderrIngest do
   The ingest ends when its owner exits.
   """
 
+  alias Snakepit.Stray
   alias Snakepit.Telemetry.{Native, PythonCapture}
 
   @enforce_keys [:id, :handle, :context, :counts]
@@ -71,6 +72,16 @@ defmodule Snakepit.Telemetry.StderrIngest do
   end
 
   def handle_message(_message, _ingest), do: :ignore
+
+  @doc """
+  For an owner's `handle_info/2`: a message of this ingest is handled, any
+  other is a stray one, logged at debug level for `owner` and ignored.
+  """
+  @spec handle_or_ignore(term, t, module) :: :ok
+  def handle_or_ignore(message, ingest, owner) do
+    if handle_message(message, ingest) == :ignore, do: Stray.info(owner, message, nil)
+    :ok
+  end
 
   @doc """
   Handles this ingest's batches until every queued line is handled (or

@@ -56,16 +56,9 @@ impl Sources {
             },
             seen: 0,
         });
-        let k = &mut c.totals;
-        for (mine, theirs) in [
-            (&mut k.dropped, t.dropped),
-            (&mut k.emitted, t.emitted),
-            (&mut k.sampled_out, t.sampled_out),
-            (&mut k.filtered_out, t.filtered_out),
-            (&mut k.disabled, t.disabled),
-        ] {
-            *mine = (*mine).max(theirs.min(MAX_TOTAL));
-        }
+        combine(&mut c.totals, t, |mine, theirs| {
+            mine.max(theirs.min(MAX_TOTAL))
+        });
         c.seen = c.seen.saturating_add(events);
     }
 
@@ -96,14 +89,19 @@ impl Sources {
 
 /// Adds `t` to `sum`, each total saturating at [`MAX_TOTAL`].
 fn add(sum: &mut BatchTotals, t: &BatchTotals) {
-    for (s, v) in [
-        (&mut sum.dropped, t.dropped),
-        (&mut sum.emitted, t.emitted),
-        (&mut sum.sampled_out, t.sampled_out),
-        (&mut sum.filtered_out, t.filtered_out),
-        (&mut sum.disabled, t.disabled),
+    combine(sum, t, |s, v| s.saturating_add(v).min(MAX_TOTAL));
+}
+
+/// Sets each counted total of `into` to `f(into's, from's)` (not the id).
+fn combine(into: &mut BatchTotals, from: &BatchTotals, f: impl Fn(u64, u64) -> u64) {
+    for (mine, theirs) in [
+        (&mut into.dropped, from.dropped),
+        (&mut into.emitted, from.emitted),
+        (&mut into.sampled_out, from.sampled_out),
+        (&mut into.filtered_out, from.filtered_out),
+        (&mut into.disabled, from.disabled),
     ] {
-        *s = s.saturating_add(v).min(MAX_TOTAL);
+        *mine = f(*mine, theirs);
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Ingest {
     batches: AtomicU64,
     /// `backlog_full` at the last batch sent.
     reported_backlog: AtomicU64,
+    /// In the thread's list of ingests to deliver (set by the thread only).
+    waiting: AtomicBool,
     /// Touched by the ingest thread only (and never across a send).
     pending: Mutex<Pending>,
 }
@@ -121,6 +123,7 @@ fn stderr_ingest_start(env: Env, owner: LocalPid) -> (Atom, (u64, ResourceArc<In
         backlog_full: AtomicU64::new(0),
         batches: AtomicU64::new(0),
         reported_backlog: AtomicU64::new(0),
+        waiting: AtomicBool::new(false),
         pending: Mutex::new(Pending {
             env: OwnedEnv::new(),
             items: Vec::new(),
@@ -217,12 +220,16 @@ fn run(rx: Receiver<Work>) {
             next = rx.try_recv().ok();
         }
         // A burst is over: deliver what every ingest has, credit allowing.
-        waiting.retain(|ingest| !deliver(ingest));
+        waiting.retain(|ingest| {
+            let done = deliver(ingest);
+            ingest.waiting.store(!done, Relaxed);
+            !done
+        });
     }
 }
 
 fn remember(waiting: &mut Vec<Arc<Ingest>>, ingest: Arc<Ingest>) {
-    if !waiting.iter().any(|w| Arc::ptr_eq(w, &ingest)) {
+    if !ingest.waiting.swap(true, Relaxed) {
         waiting.push(ingest);
     }
 }

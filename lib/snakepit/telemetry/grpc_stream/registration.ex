@@ -33,8 +33,8 @@ defmodule Snakepit.Telemetry.GrpcStream.Registration do
   def new(endpoint, ctx, opts) do
     with {:ok, endpoint} <- endpoint(endpoint),
          {:ok, ctx} <- ctx(ctx),
-         {:ok, opts} <- opts(opts),
-         {:ok, owner} <- owner(Keyword.get(opts, :owner)) do
+         {:ok, opts} <- opts(opts) do
+      owner = Keyword.get(opts, :owner)
       defaults = Application.get_env(:snakepit_telemetry, :grpc_stream, [])
 
       with {:ok, defaults} <- opts(if(Keyword.keyword?(defaults), do: defaults, else: [])) do
@@ -125,9 +125,6 @@ defmodule Snakepit.Telemetry.GrpcStream.Registration do
   defp valid_opt?({:owner, v}), do: is_nil(v) or (is_pid(v) and node(v) == node())
   defp valid_opt?({k, v}) when is_map_key(@ranges, k), do: is_integer(v) and v in @ranges[k]
   defp valid_opt?(_), do: false
-
-  defp owner(nil), do: {:ok, nil}
-  defp owner(pid), do: {:ok, pid}
 
   # An error reason echoes the caller's argument; a huge one is cut.
   defp bounded(term) when is_binary(term) and byte_size(term) > 256,
