@@ -22,7 +22,7 @@ defmodule SnakepitTelemetry.MixProject do
 
   def application do
     [
-      extra_applications: [:logger],
+      extra_applications: [:logger, :crypto],
       mod: {Snakepit.Telemetry.Application, []}
     ]
   end

@@ -32,7 +32,7 @@ alias SnakepitBench.{Cases, Report}
 
 quick = opts[:quick] || false
 out = opts[:out] || "_build/bench/report.json"
-sections = String.split(opts[:only] || "a,b,d,e,f", ",", trim: true)
+sections = String.split(opts[:only] || "a,b,d,e,f,g", ",", trim: true)
 on? = &(&1 in sections)
 ints = fn text -> text |> String.split(",", trim: true) |> Enum.map(&String.to_integer/1) end
 stream_counts = ints.(opts[:streams] || "1,16,256")
@@ -137,10 +137,14 @@ py_tp =
   end
 
 emit_args =
-  ["--json", "--throughput-seconds", "0"] ++
+  ["--json", "--throughput-seconds", "0", "--auth-calls", "400"] ++
     if(quick, do: ["--batches", "30", "--per-batch", "1000"], else: ["--batches", "100"])
 
 emit = on?.("f") && run.("(f) emit_bench.py", fn -> Cases.emit_bench(emit_args) end)
+
+token =
+  on?.("g") &&
+    run.("(g) worker token", fn -> Cases.token_cost(if(quick, do: 6, else: 20), 100) end)
 
 ## Figures (a figure whose case did not run is left out)
 
@@ -361,6 +365,14 @@ f_figs =
         er["stderr_stringio"],
         :ns,
         "(f) emit_bench.py"
+      ),
+      Report.figure(
+        "f7",
+        "worker token check per call (intercept_service, authorized)",
+        er["auth_intercept_ns"],
+        :ns,
+        "(f) emit_bench.py",
+        target: {:le, 5_000}
       )
     ],
     else: []
@@ -393,7 +405,43 @@ f_figs =
       else: []
     )
 
-figures = a_figs ++ b_figs ++ c_figs ++ d_figs ++ e_figs ++ f_figs
+token_ratio = fn kind, key ->
+  with %{auth: %{^key => a}, open: %{^key => o}} <- get.(token, kind), do: ratio.(a, o)
+end
+
+g_figs =
+  if(token,
+    do: [
+      Report.figure(
+        "g1",
+        "Ping round trip, worker with token / with --no-auth",
+        token_ratio.(:ping, :round_trip_us),
+        :ratio,
+        "(g) worker token",
+        note:
+          "medians of alternated blocks; two workers differ by up to ±20 % run to run on " <>
+            "this machine, so 1.0 ± 0.2 means no cost above the noise (f7: the check itself)"
+      ),
+      Report.figure(
+        "g2",
+        "ExecuteTool round trip, worker with token / with --no-auth",
+        token_ratio.(:tool, :round_trip_us),
+        :ratio,
+        "(g) worker token"
+      ),
+      Report.figure(
+        "g3",
+        "Python CPU per ExecuteTool call, with token / with --no-auth",
+        token_ratio.(:tool, :python_cpu_us),
+        :ratio,
+        "(g) worker token",
+        note: "per telemetry event the token costs nothing: a stream is authenticated once"
+      )
+    ],
+    else: []
+  )
+
+figures = a_figs ++ b_figs ++ c_figs ++ d_figs ++ e_figs ++ f_figs ++ g_figs
 
 setups =
   [{mem_key, mem}, {"(b) bare execute", bare}] ++
@@ -405,7 +453,8 @@ setups =
     [
       {"(f) Python worker at full speed, batched", pyb},
       {"(f) Python worker at full speed, stock", py_tp[:stock]},
-      {"(f) emit_bench.py", emit}
+      {"(f) emit_bench.py", emit},
+      {"(g) worker token", token}
     ]
 
 used_setups = MapSet.new(figures, & &1.case)

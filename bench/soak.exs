@@ -81,6 +81,7 @@ run = fn ->
 
     {:ok, _} =
       GrpcStream.register_worker(endpoint.(i), %{worker_id: Enum.at(ids, i)},
+        token: SnakepitBench.External.token(),
         backoff_initial_ms: 50,
         backoff_max_ms: 500
       )
@@ -93,7 +94,7 @@ run = fn ->
 
   # Warm-up: every path once, so the atom baseline includes loaded code.
   for i <- 0..(n - 1) do
-    {:ok, ch} = Client.connect(endpoint.(i))
+    {:ok, ch} = Client.connect(endpoint.(i), token: SnakepitBench.External.token())
     {:ok, _} = Client.execute_tool(ch, "emit_events", %{count: 100, interval_ms: 0.1})
     {:ok, _} = Client.execute_tool(ch, "emit_random", %{count: 200, seed: i})
     {:ok, _} = Client.execute_tool(ch, "telemetry_demo", %{operation: "warmup"})
@@ -107,7 +108,7 @@ run = fn ->
   :ok = SoakLoad.restore(id)
   SoakLoad.attach_raiser(s, 1)
   SoakLoad.kill_and_restart(s, 0, 200)
-  {:ok, ch} = Client.connect(endpoint.(0))
+  {:ok, ch} = Client.connect(endpoint.(0), token: SnakepitBench.External.token())
   {:ok, _} = Client.execute_tool(ch, "emit_events", %{count: 10}, timeout: 15_000)
   {true, _} = SoakLoad.settle(s, 15_000)
 

@@ -185,7 +185,7 @@ defmodule SnakepitBench.Cases do
 
     try do
       measure_latency(py.endpoint, warmup_ms, window_ms, fn ->
-        {:ok, channel} = Client.connect(py.endpoint)
+        {:ok, channel} = Client.connect(py.endpoint, token: External.token())
 
         Task.async(fn -> Client.execute_tool(channel, "emit_events", params, timeout: 120_000) end)
       end)
@@ -233,7 +233,7 @@ defmodule SnakepitBench.Cases do
       with_handler(&Handlers.count/4, counter, fn ->
         [id] = ids = ids("py-#{rpc}", 1)
         register(py.endpoint, ids, rpc: rpc)
-        {:ok, channel} = Client.connect(py.endpoint)
+        {:ok, channel} = Client.connect(py.endpoint, token: External.token())
         # Never awaited: the worker is killed after the window.
         spawn(fn -> Client.execute_tool(channel, "emit_events", params, timeout: 600_000) end)
         Process.sleep(warmup_ms)
@@ -286,6 +286,75 @@ defmodule SnakepitBench.Cases do
     }
   end
 
+  ## (g) what the worker token costs
+
+  @doc """
+  Round trip and worker CPU per call, Ping and ExecuteTool `ping`, against
+  two workers: one checking the token, one started with `--no-auth`.
+  Blocks of `per_block` calls alternate between them (one run, so drift
+  hits both alike); figures are medians of the block medians.
+  """
+  def token_cost(blocks, per_block) do
+    authed = External.start_python()
+    open = External.start_python([], auth: false)
+
+    try do
+      {:ok, ch_auth} = Client.connect(authed.endpoint, token: External.token())
+      {:ok, ch_open} = Client.connect(open.endpoint)
+
+      calls = [
+        ping: fn ch -> {:ok, _} = Client.ping(ch) end,
+        tool: fn ch -> {:ok, _} = Client.execute_tool(ch, "ping", %{}) end
+      ]
+
+      results =
+        for {kind, call} <- calls, into: %{} do
+          # Warm-up: connections made, code paths loaded.
+          for _ <- 1..per_block, do: call.(ch_auth) && call.(ch_open)
+
+          {a, o} =
+            alternate(blocks, per_block, {ch_auth, authed.os_pid}, {ch_open, open.os_pid}, call)
+
+          {kind, %{auth: a, open: o}}
+        end
+
+      Map.merge(results, %{
+        command: authed.command,
+        params:
+          "#{blocks} x #{per_block} calls per worker and kind, alternated; Client.ping/1 and " <>
+            "Client.execute_tool(ch, \"ping\", %{}); baseline worker started with --no-auth"
+      })
+    after
+      External.stop(authed)
+      External.stop(open)
+    end
+  end
+
+  defp alternate(blocks, per_block, {ch_a, pid_a}, {ch_o, pid_o}, call) do
+    {cpu_a0, cpu_o0} = {Probe.process_ticks(pid_a), Probe.process_ticks(pid_o)}
+
+    {us_a, us_o} =
+      Enum.reduce(1..blocks, {[], []}, fn _, {a, o} ->
+        {[block_median(per_block, fn -> call.(ch_a) end) | a],
+         [block_median(per_block, fn -> call.(ch_o) end) | o]}
+      end)
+
+    calls = blocks * per_block
+    cpu_us = fn t0, pid -> (Probe.process_ticks(pid) - t0) * 1.0e6 / Probe.clk_tck() / calls end
+
+    {%{round_trip_us: median(us_a), python_cpu_us: cpu_us.(cpu_a0, pid_a)},
+     %{round_trip_us: median(us_o), python_cpu_us: cpu_us.(cpu_o0, pid_o)}}
+  end
+
+  defp block_median(n, fun) do
+    for(_ <- 1..n, do: elem(:timer.tc(fun), 0)) |> median()
+  end
+
+  defp median(values) do
+    sorted = Enum.sort(values)
+    Enum.at(sorted, div(length(sorted), 2)) * 1.0
+  end
+
   ## helpers
 
   defp ids(prefix, n), do: for(i <- 1..n, do: "bench-#{prefix}-#{i}")
@@ -293,7 +362,12 @@ defmodule SnakepitBench.Cases do
   # Registers every id at `endpoint` and waits until all streams are open.
   defp register(endpoint, ids, opts) do
     for id <- ids do
-      {:ok, _} = GrpcStream.register_worker(endpoint, %{worker_id: id, pool_name: :bench}, opts)
+      {:ok, _} =
+        GrpcStream.register_worker(
+          endpoint,
+          %{worker_id: id, pool_name: :bench},
+          Keyword.put_new(opts, :token, External.token())
+        )
     end
 
     wanted = MapSet.new(ids)

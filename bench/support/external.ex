@@ -33,13 +33,35 @@ defmodule SnakepitBench.External do
     if File.exists?(source), do: source, else: Path.join(Snakepit.Python.package_dir(), rel)
   end
 
-  @doc "Starts a Python worker; returns %{endpoint, os_pid, command, owner}."
-  def start_python(args \\ []) do
-    script = python_file("grpc_server.py")
-    args = [script, "--port", "0", "--sample-interval-ms", "0", "--demo-tools" | args]
-    env = Snakepit.Python.port_env()
+  @doc """
+  The token of the benchmark's Python workers (one per VM, made on first
+  use): they run authenticated, as GRPCWorker's do.
+  """
+  def token do
+    case :persistent_term.get({__MODULE__, :token}, nil) do
+      nil ->
+        token = Snakepit.Auth.new_token()
+        :persistent_term.put({__MODULE__, :token}, token)
+        token
 
-    start(:python, Snakepit.Python.executable(), args, [env: env], fn
+      token ->
+        token
+    end
+  end
+
+  @doc """
+  Starts a Python worker with `token/0` (`auth: false`: `--no-auth`, the
+  token cost's baseline); returns %{endpoint, os_pid, command, owner}.
+  """
+  def start_python(args \\ [], opts \\ []) do
+    script = python_file("grpc_server.py")
+    auth? = Keyword.get(opts, :auth, true)
+    auth = if auth?, do: "--auth-token-stdin", else: "--no-auth"
+    args = [script, "--port", "0", "--sample-interval-ms", "0", "--demo-tools", auth | args]
+    env = Snakepit.Python.port_env()
+    port_opts = [env: env, first_line: if(auth?, do: Snakepit.Auth.reveal(token()))]
+
+    start(:python, Snakepit.Python.executable(), args, port_opts, fn
       "SNAKEPIT_READY " <> json ->
         [_, port] = Regex.run(~r/"port":\s*(\d+)/, json)
         {:ok, String.to_integer(port)}
@@ -64,6 +86,7 @@ defmodule SnakepitBench.External do
 
   defp start(kind, exe, args, port_opts, ready?) do
     caller = self()
+    {first_line, port_opts} = Keyword.pop(port_opts, :first_line)
 
     owner =
       spawn(fn ->
@@ -74,6 +97,7 @@ defmodule SnakepitBench.External do
               port_opts
           )
 
+        if first_line, do: Port.command(port, [first_line, ?\n])
         {:os_pid, os_pid} = Port.info(port, :os_pid)
         drain(port, caller, os_pid, ready?, [])
       end)

@@ -218,6 +218,15 @@ defmodule SnakepitBench.Probe do
   defp beam_group([_, "dirty_cpu_sch" <> _]), do: :beam_dirty_cpu
   defp beam_group(_), do: :beam_other
 
+  @doc "CPU ticks (user + system) an OS process has used so far."
+  def process_ticks(os_pid) do
+    {:ok, ticks} = stat_ticks("/proc/#{os_pid}/stat")
+    ticks
+  end
+
+  @doc "Ticks per second of /proc's CPU counters."
+  def clk_tck, do: @clk_tck
+
   defp stat_ticks(path) do
     with {:ok, text} <- File.read(path) do
       # Fields after the parenthesised command; utime and stime are 14 and 15.

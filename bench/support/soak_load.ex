@@ -88,7 +88,7 @@ defmodule SnakepitBench.SoakLoad do
   @doc "Calls tools on worker `i` until stopped: bursts, steady rates, random names."
   def load_loop(s, i, endpoint, seed) do
     :rand.seed(:exsss, seed)
-    {:ok, channel} = Client.connect(endpoint)
+    {:ok, channel} = Client.connect(endpoint, token: SnakepitBench.External.token())
     load_loop(s, i, endpoint, channel, :go)
   end
 
@@ -104,7 +104,7 @@ defmodule SnakepitBench.SoakLoad do
         # Expected when the worker was killed: a new channel, a little later.
         bump(s, {i, :calls_failed})
         nap(s, 50 + :rand.uniform(150))
-        {:ok, channel} = Client.connect(endpoint)
+        {:ok, channel} = Client.connect(endpoint, token: SnakepitBench.External.token())
         load_loop(s, i, endpoint, channel, if(stopped?(s), do: :done, else: :go))
     end
   end
@@ -218,7 +218,7 @@ defmodule SnakepitBench.SoakLoad do
 
   # Starts a 200,000-event burst on `endpoint` (the kill ends it) and waits `ms`.
   defp burst(endpoint, ms) do
-    {:ok, channel} = Client.connect(endpoint)
+    {:ok, channel} = Client.connect(endpoint, token: SnakepitBench.External.token())
     params = %{count: 200_000, interval_ms: 0}
     spawn(fn -> Client.execute_tool(channel, "emit_events", params, timeout: 30_000) end)
     Process.sleep(ms)

@@ -19,7 +19,10 @@ defmodule SnakepitBench.SoakWorkers do
   end
 
   def script, do: Path.join(Snakepit.Python.package_dir(), "grpc_server.py")
-  def args(port), do: ["--port", to_string(port), "--sample-interval-ms", "0", "--demo-tools"]
+
+  def args(port) do
+    ["--port", to_string(port), "--sample-interval-ms", "0", "--demo-tools", "--auth-token-stdin"]
+  end
 
   @doc "Starts worker `i` on `port`; waits for its ready line (20 s at most)."
   def start(i, port) do
@@ -38,6 +41,7 @@ defmodule SnakepitBench.SoakWorkers do
             env: env
           ])
 
+        Port.command(port, [Snakepit.Auth.reveal(SnakepitBench.External.token()), ?\n])
         {:os_pid, os_pid} = Port.info(port, :os_pid)
         drain(port, caller, os_pid, false, [])
       end)

@@ -11,6 +11,12 @@ defmodule Snakepit.GRPCWorker do
   `PythonCapture` does): `TELEMETRY:` lines become
   events, the rest are logged with the worker id.
 
+  Authentication: each worker process gets a fresh random token
+  (`Snakepit.Auth.new_token/0`), written as the first line of its stdin
+  (`--auth-token-stdin`: never on a command line or in an environment); the
+  telemetry stream and every tool call send it, and the worker refuses any
+  call without it (`UNAUTHENTICATED`).
+
   Events: `[:snakepit, :pool, :worker, :spawned]` when ready,
   `[:snakepit, :pool, :worker, :terminated]` when it ends.
 
@@ -23,7 +29,7 @@ defmodule Snakepit.GRPCWorker do
   use GenServer, restart: :transient
   require Logger
 
-  alias Snakepit.{Args, Stray}
+  alias Snakepit.{Args, Auth, Stray}
   alias Snakepit.GRPC.Client
   alias Snakepit.Telemetry.{GrpcStream, Naming, StderrIngest}
 
@@ -198,7 +204,17 @@ defmodule Snakepit.GRPCWorker do
       Keyword.get(opts, :demo_tools, Application.get_env(:snakepit_telemetry, :demo_tools, false))
 
     demo = if demo?, do: ["--demo-tools"], else: []
-    args = [script, "--port", "0", "--worker-id", id | demo ++ Keyword.get(opts, :args, [])]
+    auth = ["--auth-token-stdin"]
+
+    args = [
+      script,
+      "--port",
+      "0",
+      "--worker-id",
+      id | auth ++ demo ++ Keyword.get(opts, :args, [])
+    ]
+
+    token = Auth.new_token()
 
     port =
       Port.open({:spawn_executable, exe}, [
@@ -210,6 +226,8 @@ defmodule Snakepit.GRPCWorker do
         env: Snakepit.Python.port_env(Keyword.get(opts, :env, []))
       ])
 
+    # The first line of its stdin; the rest of stdin only signals our end.
+    Port.command(port, [Auth.reveal(token), ?\n])
     {:os_pid, os_pid} = Port.info(port, :os_pid)
     ctx = %{worker_id: id, pool_name: pool, python_pid: os_pid}
 
@@ -218,6 +236,7 @@ defmodule Snakepit.GRPCWorker do
       pool_name: pool,
       port: port,
       os_pid: os_pid,
+      token: token,
       opts: opts,
       started: started,
       endpoint: nil,
@@ -266,7 +285,7 @@ defmodule Snakepit.GRPCWorker do
     ctx = Map.put(state.ctx, :python_port, python_port)
     ingest = StderrIngest.put_context(state.ingest, ctx)
     state = register_stream(%{state | endpoint: endpoint, ctx: ctx, ingest: ingest})
-    {:ok, channel} = Client.connect(endpoint)
+    {:ok, channel} = Client.connect(endpoint, token: state.token)
 
     :telemetry.execute(
       Naming.worker_event(:spawned),
@@ -300,6 +319,7 @@ defmodule Snakepit.GRPCWorker do
           @stream_defaults
           |> Keyword.merge(Keyword.get(state.opts, :stream, []))
           |> Keyword.put(:owner, self())
+          |> Keyword.put(:token, state.token)
 
         case GrpcStream.register_worker(state.endpoint, state.ctx, stream_opts) do
           {:ok, _} ->

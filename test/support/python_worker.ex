@@ -5,13 +5,17 @@ defmodule Snakepit.Test.PythonWorker do
 
   @ready "SNAKEPIT_READY "
 
-  @doc "Starts a worker; returns %{endpoint, port, os_pid, owner}. Killed at test exit."
+  @doc """
+  Starts a worker with a fresh token, as GRPCWorker does; returns
+  %{endpoint, port, os_pid, owner, token}. Killed at test exit.
+  """
   def start!(opts \\ []) do
     test = self()
     port_number = Keyword.get(opts, :port, 0)
     # No resource samples unless asked: tests count events exactly.
     extra = Keyword.get(opts, :args, ["--sample-interval-ms", "0"])
-    args = ["--port", to_string(port_number), "--demo-tools" | extra]
+    token = Keyword.get_lazy(opts, :token, &Snakepit.Auth.new_token/0)
+    args = ["--port", to_string(port_number), "--demo-tools", "--auth-token-stdin" | extra]
 
     owner =
       spawn(fn ->
@@ -25,8 +29,9 @@ defmodule Snakepit.Test.PythonWorker do
             env: Snakepit.Python.port_env(opts[:env] || [])
           ])
 
+        Port.command(port, [Snakepit.Auth.reveal(token), ?\n])
         {:os_pid, os_pid} = Port.info(port, :os_pid)
-        loop(port, test, os_pid, false)
+        loop(port, test, os_pid, false, token)
       end)
 
     receive do
@@ -54,18 +59,18 @@ defmodule Snakepit.Test.PythonWorker do
     status == 0
   end
 
-  defp loop(port, test, os_pid, ready, lines \\ []) do
+  defp loop(port, test, os_pid, ready, token, lines \\ []) do
     receive do
       {^port, {:data, {:eol, @ready <> json}}} when not ready ->
         [_, p] = Regex.run(~r/"port":\s*(\d+)/, json)
         p = String.to_integer(p)
-        info = %{endpoint: "127.0.0.1:#{p}", port: p, os_pid: os_pid, owner: self()}
+        info = %{endpoint: "127.0.0.1:#{p}", port: p, os_pid: os_pid, owner: self(), token: token}
         send(test, {:worker_ready, self(), info})
-        loop(port, test, os_pid, true, lines)
+        loop(port, test, os_pid, true, token, lines)
 
       {^port, {:data, {_, line}}} ->
         if System.get_env("SNAKEPIT_TEST_WORKER_LOG"), do: IO.puts("[py #{os_pid}] #{line}")
-        loop(port, test, os_pid, ready, Enum.take([line | lines], 50))
+        loop(port, test, os_pid, ready, token, Enum.take([line | lines], 50))
 
       {^port, {:exit_status, status}} ->
         unless ready, do: send(test, {:worker_exit, self(), status, Enum.reverse(lines)})

@@ -13,6 +13,7 @@ defmodule Snakepit.GRPC.Client do
   `[:snakepit, :grpc, :call, :start | :stop | :exception]`.
   """
 
+  alias Snakepit.Auth
   alias Snakepit.Telemetry.{Naming, Native}
   alias Snakepit.Telemetry.GrpcStream.Registration
 
@@ -20,12 +21,57 @@ defmodule Snakepit.GRPC.Client do
   @default_timeout 30_000
   @max_timeout 86_400_000
 
-  @doc "Opens a (lazily connected) channel to `host:port`."
+  @doc """
+  Opens a (lazily connected) channel to `host:port`.
+
+  ## Options
+
+    * `:token` - the worker's token (`Snakepit.Auth`), sent on every call;
+      `nil` (default) for a worker started with `--no-auth`
+    * `:connect_timeout_ms` - default 5000
+  """
   @spec connect(String.t(), keyword) :: {:ok, channel} | {:error, term}
   def connect(endpoint, opts \\ []) do
-    with {:ok, endpoint} <- Registration.endpoint(endpoint),
-         {:ok, timeout} <- positive(opts, :connect_timeout_ms, 5_000, @max_timeout) do
-      Native.channel_open(endpoint, timeout)
+    with true <- Keyword.keyword?(opts) || {:error, {:invalid_options, opts}},
+         {:ok, endpoint} <- Registration.endpoint(endpoint),
+         {:ok, timeout} <- positive(opts, :connect_timeout_ms, 5_000, @max_timeout),
+         {:ok, token} <- Auth.token(Keyword.get(opts, :token)) do
+      Native.channel_open(endpoint, timeout, Auth.reveal(token))
+    end
+  end
+
+  @doc """
+  Sends `Ping` to the worker behind `channel` (a health check that runs no
+  tool): `{:ok, %{message: "pong: " <> message, round_trip_us: n}}`, or
+  `{:error, reason}` as `execute_tool/4` (`{:grpc_error, "Unauthenticated", _}`
+  with a wrong token).
+
+  Options: `:message` (default `"ping"`, at most 1 KiB), `:timeout` (ms,
+  default 5000).
+  """
+  @spec ping(channel, keyword) :: {:ok, map} | {:error, term}
+  def ping(channel, opts \\ []) do
+    with true <- is_reference(channel) || {:error, {:invalid_channel, channel}},
+         true <- Keyword.keyword?(opts) || {:error, {:invalid_options, opts}},
+         {:ok, message} <- text(opts, :message, fn -> "ping" end, 1024),
+         {:ok, timeout} <- positive(opts, :timeout, 5_000, @max_timeout) do
+      ref = make_ref()
+
+      try do
+        :ok = Native.ping_call(channel, message, timeout, self(), ref)
+
+        receive do
+          {:snakepit_ping_result, ^ref, {:ok, reply, us}} ->
+            {:ok, %{message: reply, round_trip_us: us}}
+
+          {:snakepit_ping_result, ^ref, error} ->
+            error
+        after
+          timeout + 1_000 -> {:error, :timeout}
+        end
+      rescue
+        e in ArgumentError -> {:error, {:invalid_argument, Exception.message(e)}}
+      end
     end
   end
 

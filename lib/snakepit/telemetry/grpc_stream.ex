@@ -71,6 +71,8 @@ defmodule Snakepit.Telemetry.GrpcStream do
 
     * `:owner` - a local pid: the stream ends when it exits, and while it
       lives no other owner may take the worker id (`GRPCWorker` passes itself)
+    * `:token` - the worker's token (a string or `Snakepit.Auth.Token`), sent
+      on the stream's RPC; `nil` (default) for a worker started with `--no-auth`
     * `:rpc` - `:auto` (default: batched, stock on UNIMPLEMENTED), `:batched`, `:stock`
     * `:max_batch` - events per delivered batch, at most (default 512, up to 65,536)
     * `:credit` - batches outstanding at this process, at most (default 4, up to 1024)
@@ -207,6 +209,8 @@ defmodule Snakepit.Telemetry.GrpcStream do
       `unaccounted` are `:unknown`; totals that add up to less than what
       arrived give `consistent: false` (and `unaccounted: 0`).
     * `:python_totals` - whether the worker ever reported totals
+    * `:python_auth_rejected` - calls the worker refused for a missing or
+      wrong token (someone else tried to talk to it; see `Snakepit.Auth`)
     * `:connects`, `:reconnects`, `:credit_waits`, `:controls_sent`
     * `:state`, `:rpc`, `:last_error`, `:endpoint`, `:registered_at`
 
@@ -439,7 +443,10 @@ defmodule Snakepit.Telemetry.GrpcStream do
 
   defp start(reg, request, state) do
     nif_opts =
-      reg.opts |> Map.merge(reg.ctx) |> Map.merge(%{endpoint: reg.endpoint, node: node()})
+      reg.opts
+      |> Map.merge(reg.ctx)
+      |> Map.merge(%{endpoint: reg.endpoint, node: node()})
+      |> Map.update(:token, "", &Snakepit.Auth.reveal/1)
 
     case start_stream(nif_opts) do
       {:ok, {id, handle}} -> started(reg, request, id, handle, state)

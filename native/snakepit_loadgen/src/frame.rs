@@ -43,6 +43,7 @@ pub fn message_batch(pool: &EventPool, events: &[Stamped], totals: &Counts) -> T
         filtered_out_total: totals.filtered,
         disabled_total: totals.disabled,
         source_id: totals.source_id,
+        auth_rejected_total: 0,
     }
 }
 

@@ -30,6 +30,8 @@ pub struct BatchTotals {
     pub disabled: u64,
     /// Identifies the process that counts these totals; 0 = not sent.
     pub source_id: u64,
+    /// Calls the worker refused for a missing or wrong token (not events).
+    pub auth_rejected: u64,
 }
 
 /// A frame whose outer structure is not a protobuf message.
@@ -60,8 +62,8 @@ pub fn split_batch<'a>(
                 continue;
             }
             (1, _) => return Err(MalformedFrame("events has the wrong wire type")),
-            (2..=7, VARINT) => r.varint().map_err(bad)?,
-            (2..=7, _) => return Err(MalformedFrame("a total has the wrong wire type")),
+            (2..=8, VARINT) => r.varint().map_err(bad)?,
+            (2..=8, _) => return Err(MalformedFrame("a total has the wrong wire type")),
             _ => {
                 r.skip(field, wire).map_err(bad)?;
                 continue;
@@ -73,7 +75,8 @@ pub fn split_batch<'a>(
             4 => &mut totals.sampled_out,
             5 => &mut totals.filtered_out,
             6 => &mut totals.disabled,
-            _ => &mut totals.source_id,
+            7 => &mut totals.source_id,
+            _ => &mut totals.auth_rejected,
         } = total;
     }
     Ok(totals)
@@ -399,6 +402,7 @@ mod tests {
             filtered_out_total: 4,
             disabled_total: 5,
             source_id: 6,
+            auth_rejected_total: 7,
         };
         let bytes = batch.encode_to_vec();
         let mut events = vec![];
@@ -411,7 +415,8 @@ mod tests {
                 sampled_out: 3,
                 filtered_out: 4,
                 disabled: 5,
-                source_id: 6
+                source_id: 6,
+                auth_rejected: 7,
             }
         );
         assert_eq!(events.len(), 2);

@@ -100,6 +100,7 @@ fn combine(into: &mut BatchTotals, from: &BatchTotals, f: impl Fn(u64, u64) -> u
         (&mut into.sampled_out, from.sampled_out),
         (&mut into.filtered_out, from.filtered_out),
         (&mut into.disabled, from.disabled),
+        (&mut into.auth_rejected, from.auth_rejected),
     ] {
         *mine = f(*mine, theirs);
     }
@@ -117,6 +118,7 @@ mod tests {
             sampled_out: v,
             filtered_out: v,
             disabled: v,
+            auth_rejected: v,
         }
     }
 

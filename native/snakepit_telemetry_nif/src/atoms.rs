@@ -41,4 +41,5 @@ rustler::atoms! {
     round_trip_us,
     binary_result,
     snakepit_tool_result,
+    snakepit_ping_result,
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rustler::{Atom, Decoder, Env, NifResult, Term};
 
+use crate::auth::{self, Bearer};
 use crate::{atoms, safe_decode};
 
 /// Longest string option (endpoint, worker id, pool name) the NIF copies.
@@ -56,6 +57,8 @@ pub struct StreamConfig {
     pub max_frame_bytes: usize,
     /// HTTP/2 stream window (the connection window is twice this).
     pub window_bytes: u32,
+    /// The worker's token, sent on every RPC.
+    pub auth: Bearer,
     pub context: WorkerContext,
 }
 
@@ -101,6 +104,11 @@ impl StreamConfig {
             Ok(t) if t.is_binary() => Name::Text(safe_decode::string(t, MAX_TEXT)?),
             _ => Name::Nil,
         };
+        let token = match map.map_get(Atom::from_str(env, "token")?) {
+            Ok(v) if v.is_binary() => safe_decode::string(v, auth::MAX_TOKEN_BYTES)?,
+            _ => String::new(),
+        };
+        let auth = Bearer::new(&token).map_err(|e| rustler::Error::Term(Box::new(e)))?;
         Ok(StreamConfig {
             stream_id,
             uri: format!("http://{endpoint}"),
@@ -117,6 +125,7 @@ impl StreamConfig {
             keepalive_timeout: ms(map, "keepalive_timeout_ms", 20_000)?,
             max_frame_bytes: get::<usize>(map, "max_frame_bytes", 4 * 1024 * 1024)?,
             window_bytes: get::<u32>(map, "window_bytes", 256 * 1024)?.clamp(16 * 1024, 16 << 20),
+            auth,
             context: WorkerContext {
                 node: get(map, "node", Atom::from_str(env, "nonode@nohost")?)?,
                 worker_id: text(map, "worker_id")?,

@@ -25,6 +25,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, IntoStreamingRequest, Streaming};
 
+use crate::auth::Bearer;
 use crate::catalog_terms;
 use crate::config::{RpcChoice, StreamConfig};
 use crate::dispatch::{Dispatcher, OwnerGone, Status, StatusValue};
@@ -478,7 +479,9 @@ async fn open_stream(
             tx.try_send(frame.clone())
                 .expect("room for the opening frames");
         }
-        let opened = tokio::time::timeout(cfg.open_timeout, open_call(&mut grpc, rx, stock)).await;
+        let opened =
+            tokio::time::timeout(cfg.open_timeout, open_call(&mut grpc, rx, stock, &cfg.auth))
+                .await;
         match opened {
             Ok(Ok(frames)) => return Ok((Incoming { frames }, tx, stock)),
             Ok(Err(s))
@@ -497,12 +500,14 @@ async fn open_call(
     grpc: &mut tonic::client::Grpc<Channel>,
     controls: mpsc::Receiver<TelemetryControl>,
     stock: bool,
+    auth: &Bearer,
 ) -> Result<Streaming<Bytes>, tonic::Status> {
     grpc.ready()
         .await
         .map_err(|e| tonic::Status::unavailable(format!("channel not ready: {e}")))?;
     let path = PathAndQuery::from_static(if stock { STOCK_PATH } else { BATCHED_PATH });
-    let request = ReceiverStream::new(controls).into_streaming_request();
+    let mut request = ReceiverStream::new(controls).into_streaming_request();
+    auth.apply(&mut request);
     let codec = RawFrames::<TelemetryControl>::default();
     Ok(grpc.streaming(request, path, codec).await?.into_inner())
 }

@@ -2,8 +2,10 @@
 //! validation itself lives in the BEAM-free `snakepit_telemetry_core` crate.
 
 mod atoms;
+mod auth;
 mod catalog_nif;
 mod catalog_terms;
+mod channel;
 mod config;
 mod control;
 mod dispatch;
@@ -11,6 +13,7 @@ mod encode;
 mod ingest;
 mod json_term;
 mod nif_clock;
+mod ping_call;
 mod runtime;
 mod safe_decode;
 mod stats;

@@ -27,9 +27,10 @@ pub enum Nif {
     StderrIngestPush,
     StderrIngestAck,
     StderrIngestStats,
+    PingCall,
 }
 
-pub const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 17] = [
     "catalog_summary",
     "catalog_version",
     "stderr_parse_line",
@@ -46,6 +47,7 @@ pub const NAMES: [&str; 16] = [
     "stderr_ingest_push",
     "stderr_ingest_ack",
     "stderr_ingest_stats",
+    "ping_call",
 ];
 
 static MAX_NS: [AtomicU64; NAMES.len()] = [const { AtomicU64::new(0) }; NAMES.len()];

@@ -137,7 +137,7 @@ mod keys {
         id, state, rpc, frames, bytes, events_received, events_delivered, batches,
         rejected, rejected_by_reason, connects, reconnects, python_dropped,
         python_emitted, python_sampled_out, python_filtered_out, python_disabled,
-        python_lost, python_totals, credit_waits, controls_sent, last_error,
+        python_lost, python_totals, python_auth_rejected, credit_waits, controls_sent, last_error,
         connecting, open, backoff, ended, unknown,
     }
 }
@@ -211,6 +211,10 @@ fn stream_stats<'a>(env: Env<'a>, handle: ResourceArc<StreamHandle>) -> NifResul
         ),
         (k(keys::python_disabled()), python.disabled.encode(env)),
         (k(keys::python_lost()), lost.encode(env)),
+        (
+            k(keys::python_auth_rejected()),
+            python.auth_rejected.encode(env),
+        ),
         (k(keys::python_totals()), reported.encode(env)),
         (k(keys::credit_waits()), g(&s.credit_waits).encode(env)),
         (k(keys::controls_sent()), g(&s.controls_sent).encode(env)),

@@ -12,42 +12,13 @@ use rustler::{Atom, Encoder, Env, LocalPid, NifResult, OwnedEnv, ResourceArc, Te
 use snakepit_telemetry_core::wire::bridge_service_client::BridgeServiceClient;
 use snakepit_telemetry_core::wire::{ExecuteToolRequest, ExecuteToolResponse};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use crate::auth::Bearer;
+use crate::channel::ChannelHandle;
 use crate::{atoms, json_term, runtime};
 
 pub const JSON_TYPE_URL: &str = "type.googleapis.com/google.protobuf.StringValue";
-
-/// A lazily connected HTTP/2 channel to one worker, shared by its calls.
-pub struct ChannelHandle {
-    // tonic's Channel is Send but not Sync; resources must be both.
-    channel: std::sync::Mutex<Channel>,
-}
-
-#[rustler::resource_impl]
-impl rustler::Resource for ChannelHandle {}
-
-/// Opens (lazily) a channel to `host:port`: `{:ok, channel}`.
-#[rustler::nif]
-fn channel_open(
-    endpoint: String,
-    connect_timeout_ms: u64,
-) -> NifResult<(Atom, ResourceArc<ChannelHandle>)> {
-    let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::ChannelOpen);
-    let ep = Endpoint::from_shared(format!("http://{endpoint}"))
-        .map_err(|e| rustler::Error::Term(Box::new(format!("bad endpoint: {e}"))))?
-        .connect_timeout(Duration::from_millis(connect_timeout_ms))
-        .tcp_nodelay(true);
-    // connect_lazy spawns its worker on the current runtime: enter ours.
-    let _guard = runtime::get().enter();
-    let channel = ep.connect_lazy();
-    Ok((
-        atoms::ok(),
-        ResourceArc::new(ChannelHandle {
-            channel: std::sync::Mutex::new(channel),
-        }),
-    ))
-}
 
 struct CallOpts {
     session_id: String,
@@ -142,9 +113,10 @@ fn tool_call<'a>(
     };
     let mut owned = OwnedEnv::new();
     let saved_ref = owned.save(reference);
-    let channel = channel.channel.lock().unwrap().clone();
+    let auth = channel.auth.clone();
+    let channel = channel.channel();
     runtime::get().spawn(async move {
-        let outcome = execute(channel, request, &opts).await;
+        let outcome = execute(channel, request, &opts, &auth).await;
         let _ = owned.send_and_clear(&reply_to, |env| {
             let r = saved_ref.load(env);
             (atoms::snakepit_tool_result(), r, outcome.encode_with(env)).encode(env)
@@ -164,10 +136,16 @@ enum Outcome {
     Timeout,
 }
 
-async fn execute(channel: Channel, request: ExecuteToolRequest, opts: &CallOpts) -> Outcome {
+async fn execute(
+    channel: Channel,
+    request: ExecuteToolRequest,
+    opts: &CallOpts,
+    auth: &Bearer,
+) -> Outcome {
     let mut client = BridgeServiceClient::new(channel);
     let mut req = tonic::Request::new(request);
     req.set_timeout(opts.timeout);
+    auth.apply(&mut req);
     if let Ok(v) = MetadataValue::try_from(opts.correlation_id.as_str()) {
         if !opts.correlation_id.is_empty() {
             req.metadata_mut().insert("x-snakepit-correlation-id", v);
@@ -207,15 +185,7 @@ impl Outcome {
                 ),
             )
                 .encode(env),
-            Outcome::Grpc(status) => (
-                atoms::error(),
-                (
-                    atoms::grpc_error(),
-                    format!("{:?}", status.code()),
-                    status.message(),
-                ),
-            )
-                .encode(env),
+            Outcome::Grpc(status) => crate::channel::grpc_error(env, status),
             Outcome::Timeout => (atoms::error(), atoms::timeout()).encode(env),
         }
     }

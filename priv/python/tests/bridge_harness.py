@@ -18,6 +18,45 @@ from snakepit_bridge.proto import snakepit_bridge_pb2_grpc as pb_grpc
 from snakepit_bridge.telemetry.backends.grpc import GrpcBackend
 from snakepit_bridge.telemetry.stream import TelemetryStream
 
+#: The token of the test workers (any 22+ visible ASCII characters will do).
+TOKEN = "test-token-0123456789abcdef"
+
+
+def bearer(token: str = TOKEN) -> tuple[tuple[str, str], ...]:
+    """The metadata of an authenticated call."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+def _with_token(details: Any, token: str) -> Any:
+    metadata = grpc.aio.Metadata(*(details.metadata or ()), *bearer(token))
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
+
+
+# grpc.aio files each client interceptor under one kind only: one class per kind.
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(_with_token(details, self.token), request)
+
+
+class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(_with_token(details, self.token), requests)
+
+
+def authed_channel(port: int, token: str = TOKEN) -> grpc.aio.Channel:
+    """A channel whose every call carries ``token`` (as GRPCWorker's do)."""
+    return grpc.aio.insecure_channel(
+        f"127.0.0.1:{port}", interceptors=[_UnaryUnary(token), _StreamStream(token)]
+    )
+
 
 @dataclass
 class Harness:
@@ -35,16 +74,20 @@ async def serving(
     *,
     max_batch: int = 512,
     install_backend: bool = True,
+    token: str | None = None,
 ) -> AsyncIterator[Harness]:
     """A started server on 127.0.0.1:0 plus a client channel to it. With
-    ``install_backend`` the stream is also the active telemetry backend."""
+    ``install_backend`` the stream is also the active telemetry backend; with
+    ``token`` the server requires it and the channel sends it."""
     stream = stream if stream is not None else TelemetryStream()
     if install_backend:
         telemetry.set_backend(GrpcBackend(stream))
     server, port, servicer = await grpc_server.start_server(
-        telemetry_stream=stream, max_batch=max_batch
+        telemetry_stream=stream, max_batch=max_batch, token=token
     )
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = (
+        authed_channel(port, token) if token else grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    )
     try:
         yield Harness(stream, port, server, servicer, channel, pb_grpc.BridgeServiceStub(channel))
     finally:

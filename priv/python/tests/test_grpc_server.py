@@ -21,7 +21,9 @@ import grpc
 import psutil
 import pytest
 from bridge_harness import (
+    TOKEN,
     Controls,
+    authed_channel,
     json_any,
     measurements,
     name,
@@ -376,7 +378,7 @@ def start_worker(
     returns the process and its port once ready."""
     flags = ["--demo-tools"] if demo_tools else []
     proc = subprocess.Popen(
-        [sys.executable, str(SERVER), "--port", "0", *flags, *args],
+        [sys.executable, str(SERVER), "--port", "0", "--auth-token-stdin", *flags, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -384,6 +386,9 @@ def start_worker(
         cwd="/",
         text=True,
     )
+    assert proc.stdin
+    proc.stdin.write(TOKEN + "\n")
+    proc.stdin.flush()
     line = proc.stdout.readline() if proc.stdout else ""
     match = READY.match(line.rstrip("\n"))
     if not match:
@@ -407,7 +412,7 @@ def test_a_default_worker_has_ping_and_no_demo_tools() -> None:
     try:
 
         async def main() -> list[pb.ExecuteToolResponse]:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with authed_channel(port) as channel:
                 stub = pb_grpc.BridgeServiceStub(channel)
                 names = ["ping", "emit_events", "fail", "telemetry_demo", "emit_random"]
                 return [await stub.ExecuteTool(request(name, {})) for name in names]
@@ -426,7 +431,7 @@ def test_worker_ready_line_telemetry_and_sigterm() -> None:
     try:
 
         async def main() -> list[pb.TelemetryEvent]:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with authed_channel(port) as channel:
                 stub = pb_grpc.BridgeServiceStub(channel)
                 assert (await stub.Ping(pb.PingRequest(message="x"))).message == "pong: x"
                 call = stub.StreamTelemetryBatched(Controls(toggle(True)))
@@ -455,7 +460,7 @@ def test_worker_does_not_wait_forever_for_a_stuck_tool() -> None:
     try:
 
         async def main() -> None:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with authed_channel(port) as channel:
                 stub = pb_grpc.BridgeServiceStub(channel)
                 call = stub.ExecuteTool(request("emit_events", {"count": 2, "interval_ms": 60_000}))
                 await asyncio.sleep(0.3)  # the tool is sleeping in its thread
@@ -488,7 +493,8 @@ def test_worker_exits_when_its_parent_dies() -> None:
     # watchdog can notice), reports its pid, then dies without a word.
     parent_code = f"""
 import subprocess, sys, os
-child = subprocess.Popen([sys.executable, {str(SERVER)!r}, "--port", "0", "--ignore-stdin"],
+child = subprocess.Popen([sys.executable, {str(SERVER)!r}, "--port", "0",
+                          "--ignore-stdin", "--no-auth"],
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
 print(child.pid, child.stdout.readline().strip(), flush=True)
 os._exit(0)
@@ -521,7 +527,7 @@ def test_worker_with_stderr_backend_writes_telemetry_lines() -> None:
     try:
 
         async def main() -> None:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with authed_channel(port) as channel:
                 stub = pb_grpc.BridgeServiceStub(channel)
                 reply = await stub.ExecuteTool(request("emit_events", {"count": 2}))
                 assert reply.success
@@ -550,7 +556,7 @@ def test_worker_imports_tool_modules(tmp_path: Path) -> None:
     try:
 
         async def main() -> Any:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with authed_channel(port) as channel:
                 stub = pb_grpc.BridgeServiceStub(channel)
                 return result_of(await stub.ExecuteTool(request("shout", {"text": "hi"})))
 
@@ -558,7 +564,7 @@ def test_worker_imports_tool_modules(tmp_path: Path) -> None:
     finally:
         stop_worker(proc)
     result = subprocess.run(
-        [sys.executable, str(SERVER), "--tool-module", "no_such_module_xyz"],
+        [sys.executable, str(SERVER), "--no-auth", "--tool-module", "no_such_module_xyz"],
         stdin=subprocess.PIPE,
         env=subprocess_env(),
         capture_output=True,
@@ -575,7 +581,7 @@ def test_worker_that_cannot_bind_exits_1_without_ready_line() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, str(SERVER), "--port", str(port)],
+            [sys.executable, str(SERVER), "--no-auth", "--port", str(port)],
             stdin=subprocess.PIPE,
             env=subprocess_env(),
             capture_output=True,

@@ -26,9 +26,11 @@ defmodule Snakepit.Robustness.ConnectionHealthTest do
     ids = for name <- ~w(violating complying ours stalled), into: %{}, do: {name, "ka_#{name}"}
     on_exit(fn -> Enum.each(Map.values(ids), &GrpcStream.unregister_worker/1) end)
 
-    register = fn name, endpoint, interval_ms ->
+    # A hostile peer checks no token: only our workers get one.
+    register = fn name, worker, interval_ms ->
       {:ok, _} =
-        GrpcStream.register_worker(endpoint, %{worker_id: ids[name]},
+        GrpcStream.register_worker(worker.endpoint, %{worker_id: ids[name]},
+          token: Map.get(worker, :token),
           keepalive_interval_ms: interval_ms,
           keepalive_timeout_ms: 1_000,
           backoff_initial_ms: 100,
@@ -36,11 +38,11 @@ defmodule Snakepit.Robustness.ConnectionHealthTest do
         )
     end
 
-    register.("violating", strict.endpoint, 1_000)
-    register.("complying", strict.endpoint, 4_000)
+    register.("violating", strict, 1_000)
+    register.("complying", strict, 4_000)
     # grpc_server.py accepts pings every second: a 1 s interval is fine there.
-    register.("ours", ours.endpoint, 1_000)
-    register.("stalled", stalled.endpoint, 1_000)
+    register.("ours", ours, 1_000)
+    register.("stalled", stalled, 1_000)
 
     eventually(fn -> Enum.all?(Map.values(ids), &(stats(&1).state == :open)) end)
     # Nothing flows on any stream from here on.

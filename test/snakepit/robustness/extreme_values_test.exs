@@ -23,8 +23,8 @@ defmodule Snakepit.Robustness.ExtremeValuesTest do
 
   test "a real worker's 1.0e300 duration reaches the handler, and the stream goes on", %{id: id} do
     w = PythonWorker.start!()
-    {:ok, _} = GrpcStream.register_worker(w.endpoint, %{worker_id: id})
-    {:ok, channel} = Client.connect(w.endpoint)
+    {:ok, _} = GrpcStream.register_worker(w.endpoint, %{worker_id: id}, token: w.token)
+    {:ok, channel} = Client.connect(w.endpoint, token: w.token)
 
     for duration <- [1.0e300, -1.0e300, 1.7976931348623157e308, 7] do
       {:ok, _} =

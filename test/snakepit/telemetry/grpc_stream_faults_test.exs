@@ -67,8 +67,14 @@ defmodule Snakepit.Telemetry.GrpcStreamFaultsTest do
 
     on_exit(fn -> :telemetry.detach(handler) end)
     w = PythonWorker.start!()
-    {:ok, _} = GrpcStream.register_worker(w.endpoint, %{worker_id: id}, backoff_initial_ms: 50)
-    {:ok, channel} = Client.connect(w.endpoint)
+
+    {:ok, _} =
+      GrpcStream.register_worker(w.endpoint, %{worker_id: id},
+        backoff_initial_ms: 50,
+        token: w.token
+      )
+
+    {:ok, channel} = Client.connect(w.endpoint, token: w.token)
     # Full speed: the worker's queue fills (queue_full) and frames are in
     # flight when it dies.
     burst = Task.async(fn -> Client.execute_tool(channel, "emit_events", %{count: 500_000}) end)
@@ -76,8 +82,8 @@ defmodule Snakepit.Telemetry.GrpcStreamFaultsTest do
     PythonWorker.kill(w)
     assert {:error, _} = Task.await(burst, 30_000)
 
-    w2 = PythonWorker.start!(port: w.port)
-    {:ok, channel} = Client.connect(w2.endpoint)
+    w2 = PythonWorker.start!(port: w.port, token: w.token)
+    {:ok, channel} = Client.connect(w2.endpoint, token: w2.token)
     {:ok, _} = Client.execute_tool(channel, "emit_events", %{count: 100})
 
     s =
@@ -106,7 +112,7 @@ defmodule Snakepit.Telemetry.GrpcStreamFaultsTest do
 
   test "a handle collected by the BEAM ends its task and its connection" do
     w = PythonWorker.start!()
-    {:ok, channel} = Client.connect(w.endpoint)
+    {:ok, channel} = Client.connect(w.endpoint, token: w.token)
     state = fn -> elem(Client.execute_tool(channel, "telemetry_state", %{}), 1) end
     test = self()
 
@@ -114,7 +120,10 @@ defmodule Snakepit.Telemetry.GrpcStreamFaultsTest do
     owner =
       spawn(fn ->
         {:ok, {_id, _handle}} =
-          Native.stream_start(%{endpoint: w.endpoint, worker_id: "gc"}, self())
+          Native.stream_start(
+            %{endpoint: w.endpoint, worker_id: "gc", token: Snakepit.Auth.reveal(w.token)},
+            self()
+          )
 
         send(test, :started)
         receive do: (:exit -> :ok)

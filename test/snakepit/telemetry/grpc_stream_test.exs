@@ -30,9 +30,16 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
     worker = PythonWorker.start!(Keyword.take(opts, [:port, :env]))
 
     ctx = %{worker_id: worker_id, pool_name: :test_pool, python_pid: worker.os_pid}
-    {:ok, _} = GrpcStream.register_worker(worker.endpoint, ctx, Keyword.get(opts, :stream, []))
+
+    {:ok, _} =
+      GrpcStream.register_worker(
+        worker.endpoint,
+        ctx,
+        Keyword.put(Keyword.get(opts, :stream, []), :token, worker.token)
+      )
+
     assert_receive {[:snakepit, :grpc, :stream, :opened], _, _, %{worker_id: ^worker_id}}, 10_000
-    {:ok, channel} = Client.connect(worker.endpoint)
+    {:ok, channel} = Client.connect(worker.endpoint, token: worker.token)
     Map.put(worker, :channel, channel)
   end
 
@@ -215,13 +222,13 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
       assert_receive {[:snakepit, :grpc, :connection, :lost], _, %{uptime: _}, %{worker_id: ^id}},
                      5_000
 
-      w2 = PythonWorker.start!(port: w.port)
+      w2 = PythonWorker.start!(port: w.port, token: w.token)
 
       assert_receive {[:snakepit, :grpc, :connection, :reconnected], _, %{downtime: _},
                       %{worker_id: ^id}},
                      10_000
 
-      {:ok, channel} = Client.connect(w2.endpoint)
+      {:ok, channel} = Client.connect(w2.endpoint, token: w2.token)
       emit(Map.put(w2, :channel, channel), %{count: 1})
       assert_receive {@result_size, _, _, %{worker_id: ^id}}, 5_000
       assert {:ok, %{reconnects: 1}} = GrpcStream.stats(id)
@@ -239,12 +246,12 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
       :ok = GrpcStream.update_filter(id, deny: ["tool.*"])
       wait_for_state(w, &(&1["deny"] == ["tool.*"]))
       PythonWorker.kill(w)
-      w2 = PythonWorker.start!(port: w.port)
+      w2 = PythonWorker.start!(port: w.port, token: w.token)
 
       assert_receive {[:snakepit, :grpc, :connection, :reconnected], _, _, %{worker_id: ^id}},
                      10_000
 
-      {:ok, channel} = Client.connect(w2.endpoint)
+      {:ok, channel} = Client.connect(w2.endpoint, token: w2.token)
       w2 = Map.put(w2, :channel, channel)
       assert wait_for_state(w2, &(&1["deny"] == ["tool.*"]))["deny"] == ["tool.*"]
     end
@@ -282,7 +289,12 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
       assert GrpcStream.list_streams() == []
       # No Rust task outlives the process it delivered to.
       wait_until(fn -> Snakepit.Telemetry.Native.streams_running() == 0 end, 50)
-      {:ok, _} = GrpcStream.register_worker(w.endpoint, %{worker_id: id, pool_name: :test_pool})
+
+      {:ok, _} =
+        GrpcStream.register_worker(w.endpoint, %{worker_id: id, pool_name: :test_pool},
+          token: w.token
+        )
+
       assert_receive {[:snakepit, :grpc, :stream, :opened], _, _, %{worker_id: ^id}}, 10_000
       emit(w, %{count: 1})
       assert_receive {@result_size, _, _, %{worker_id: ^id}}, 5_000

@@ -29,8 +29,11 @@ defmodule Snakepit.Telemetry.HostileInputTest do
     # follow are CPU starvation of the test machine, not the hostile bytes
     # reaching the healthy stream (seen once: 567 queue_full of 40,000).
     healthy = PythonWorker.start!(args: ["--sample-interval-ms", "0", "--max-buffer", "100000"])
-    {:ok, _} = GrpcStream.register_worker(healthy.endpoint, %{worker_id: "healthy"})
-    {:ok, channel} = Client.connect(healthy.endpoint)
+
+    {:ok, _} =
+      GrpcStream.register_worker(healthy.endpoint, %{worker_id: "healthy"}, token: healthy.token)
+
+    {:ok, channel} = Client.connect(healthy.endpoint, token: healthy.token)
     counter = count_events("hostile-test-healthy", @result_size, "healthy")
     on_exit(fn -> GrpcStream.unregister_worker("healthy") end)
 

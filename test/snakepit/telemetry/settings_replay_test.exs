@@ -18,11 +18,11 @@ defmodule Snakepit.Telemetry.SettingsReplayTest do
     ref = :telemetry_test.attach_event_handlers(self(), [@result_size])
     on_exit(fn -> :telemetry.detach(ref) end)
     w = PythonWorker.start!()
-    {:ok, channel} = Client.connect(w.endpoint)
+    {:ok, channel} = Client.connect(w.endpoint, token: w.token)
     state = fn -> elem(Client.execute_tool(channel, "telemetry_state", %{}), 1) end
     on_exit(fn -> Enum.each(["left", "next"], &GrpcStream.unregister_worker/1) end)
 
-    {:ok, _} = GrpcStream.register_worker(w.endpoint, %{worker_id: "left"})
+    {:ok, _} = GrpcStream.register_worker(w.endpoint, %{worker_id: "left"}, token: w.token)
     eventually(fn -> state.()["active_streams"] == 1 end)
     :ok = GrpcStream.update_filter("left", deny: ["*"])
     :ok = GrpcStream.update_sampling("left", 0.0)
@@ -30,7 +30,7 @@ defmodule Snakepit.Telemetry.SettingsReplayTest do
     eventually(fn -> state.()["deny"] == ["*"] and state.()["enabled"] == false end)
     :ok = GrpcStream.unregister_worker("left")
 
-    {:ok, _} = GrpcStream.register_worker(w.endpoint, %{worker_id: "next"})
+    {:ok, _} = GrpcStream.register_worker(w.endpoint, %{worker_id: "next"}, token: w.token)
 
     s =
       eventually(fn ->

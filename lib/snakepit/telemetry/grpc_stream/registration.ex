@@ -22,7 +22,7 @@ defmodule Snakepit.Telemetry.GrpcStream.Registration do
     max_frame_bytes: 1_024..(64 * 1024 * 1024),
     window_bytes: (16 * 1024)..(16 * 1024 * 1024)
   }
-  @tuning [:rpc | Map.keys(@ranges)]
+  @tuning [:rpc, :token | Map.keys(@ranges)]
 
   @type t :: %{endpoint: String.t(), ctx: map, opts: map, owner: pid | nil}
 
@@ -110,9 +110,11 @@ defmodule Snakepit.Telemetry.GrpcStream.Registration do
 
   defp opts(opts) when is_list(opts) do
     if Keyword.keyword?(opts) do
-      case Enum.find(opts, &(not valid_opt?(&1))) do
-        nil -> {:ok, opts}
-        bad -> {:error, {:invalid_option, bounded(bad)}}
+      with {:ok, opts} <- token_opt(opts) do
+        case Enum.find(opts, &(not valid_opt?(&1))) do
+          nil -> {:ok, opts}
+          bad -> {:error, {:invalid_option, bounded(bad)}}
+        end
       end
     else
       {:error, {:invalid_options, bounded(opts)}}
@@ -121,7 +123,21 @@ defmodule Snakepit.Telemetry.GrpcStream.Registration do
 
   defp opts(other), do: {:error, {:invalid_options, bounded(other)}}
 
+  # The token is held as a Snakepit.Auth.Token (it never prints) and checked
+  # without echoing it in an error.
+  defp token_opt(opts) do
+    case Keyword.fetch(opts, :token) do
+      :error ->
+        {:ok, opts}
+
+      {:ok, value} ->
+        with {:ok, token} <- Snakepit.Auth.token(value),
+             do: {:ok, Keyword.put(opts, :token, token)}
+    end
+  end
+
   defp valid_opt?({:rpc, v}), do: v in [:auto, :batched, :stock]
+  defp valid_opt?({:token, v}), do: is_nil(v) or is_struct(v, Snakepit.Auth.Token)
   defp valid_opt?({:owner, v}), do: is_nil(v) or (is_pid(v) and node(v) == node())
   defp valid_opt?({k, v}) when is_map_key(@ranges, k), do: is_integer(v) and v in @ranges[k]
   defp valid_opt?(_), do: false

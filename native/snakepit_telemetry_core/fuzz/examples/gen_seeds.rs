@@ -439,6 +439,7 @@ fn frame_batch_seeds() -> Vec<(String, Vec<u8>)> {
         sampled_out_total: 10,
         filtered_out_total: 2,
         disabled_total: u64::MAX,
+        ..Default::default()
     };
     let all: Vec<_> = python_events().map(wire_event).collect();
     let mixed: Vec<_> = edge_events().into_iter().map(|(_, e)| e).collect();

@@ -155,7 +155,7 @@ class TelemetryEventFilter(_message.Message):
     def __init__(self, allow: _Optional[_Iterable[str]] = ..., deny: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TelemetryEventBatch(_message.Message):
-    __slots__ = ("events", "dropped_total", "emitted_total", "sampled_out_total", "filtered_out_total", "disabled_total", "source_id")
+    __slots__ = ("events", "dropped_total", "emitted_total", "sampled_out_total", "filtered_out_total", "disabled_total", "source_id", "auth_rejected_total")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     EMITTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +163,7 @@ class TelemetryEventBatch(_message.Message):
     FILTERED_OUT_TOTAL_FIELD_NUMBER: _ClassVar[int]
     DISABLED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTH_REJECTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[TelemetryEvent]
     dropped_total: int
     emitted_total: int
@@ -170,4 +171,5 @@ class TelemetryEventBatch(_message.Message):
     filtered_out_total: int
     disabled_total: int
     source_id: int
-    def __init__(self, events: _Optional[_Iterable[_Union[TelemetryEvent, _Mapping]]] = ..., dropped_total: _Optional[int] = ..., emitted_total: _Optional[int] = ..., sampled_out_total: _Optional[int] = ..., filtered_out_total: _Optional[int] = ..., disabled_total: _Optional[int] = ..., source_id: _Optional[int] = ...) -> None: ...
+    auth_rejected_total: int
+    def __init__(self, events: _Optional[_Iterable[_Union[TelemetryEvent, _Mapping]]] = ..., dropped_total: _Optional[int] = ..., emitted_total: _Optional[int] = ..., sampled_out_total: _Optional[int] = ..., filtered_out_total: _Optional[int] = ..., disabled_total: _Optional[int] = ..., source_id: _Optional[int] = ..., auth_rejected_total: _Optional[int] = ...) -> None: ...

@@ -111,8 +111,8 @@ _VERDICT_CACHE_LIMIT = 4096
 #: Events per frame of the stock (one event per message) RPC taken at once.
 _STOCK_CHUNK = 64
 
-#: Bytes of a batch besides its events (totals and source id: at most 6 x 11 bytes).
-_BATCH_OVERHEAD = 80
+#: Bytes of a batch besides its events (totals and source id: at most 7 x 11 bytes).
+_BATCH_OVERHEAD = 96
 
 _TAG_DROPPED = BATCH_TOTAL_TAGS["dropped_total"]
 _TAG_EMITTED = BATCH_TOTAL_TAGS["emitted_total"]
@@ -120,6 +120,7 @@ _TAG_SAMPLED_OUT = BATCH_TOTAL_TAGS["sampled_out_total"]
 _TAG_FILTERED_OUT = BATCH_TOTAL_TAGS["filtered_out_total"]
 _TAG_DISABLED = BATCH_TOTAL_TAGS["disabled_total"]
 _TAG_SOURCE_ID = BATCH_TOTAL_TAGS["source_id"]
+_TAG_AUTH_REJECTED = BATCH_TOTAL_TAGS["auth_rejected_total"]
 
 
 class _Policy(dict):
@@ -264,6 +265,7 @@ class TelemetryStream:
             "taken": 0,
             "controls": 0,
             "streams": 0,
+            "auth_rejected": 0,
         }
         self._carry: list[tuple[str, dict, dict, int, str | None]] = []
         self._encoder = EventEncoder()
@@ -370,10 +372,17 @@ class TelemetryStream:
 
     # --- counters ---------------------------------------------------------------
 
+    def count_rejected_call(self, method: str = "") -> None:
+        """Counts a call the worker refused (no or a wrong token); the count
+        travels with the running totals (``auth_rejected_total``)."""
+        with self._lock:
+            self._counts["auth_rejected"] += 1
+
     def stats(self) -> dict[str, int]:
         """Running totals since creation: ``emitted``, ``sent``, ``dropped``,
         ``sampled_out``, ``filtered_out``, ``disabled``; plus ``buffered`` (now),
-        ``controls`` (applied), ``streams`` (opened) and ``attached`` (0 or 1)."""
+        ``controls`` (applied), ``streams`` (opened), ``auth_rejected`` (calls refused
+        for a missing or wrong token) and ``attached`` (0 or 1)."""
         with self._lock:
             counts = dict(self._counts)
             buffered = len(self._buffer) + len(self._carry)
@@ -409,7 +418,8 @@ class TelemetryStream:
                 + filtered
                 + disabled
             )
-        return (
+            rejected = c["auth_rejected"]
+        totals = (
             (_TAG_DROPPED, dropped),
             (_TAG_EMITTED, emitted),
             (_TAG_SAMPLED_OUT, sampled),
@@ -417,6 +427,8 @@ class TelemetryStream:
             (_TAG_DISABLED, disabled),
             (_TAG_SOURCE_ID, self.source_id),
         )
+        # Sent only once there is one: a peer that predates the field never sees it.
+        return (*totals, (_TAG_AUTH_REJECTED, rejected)) if rejected else totals
 
     # --- closing ------------------------------------------------------------------
 

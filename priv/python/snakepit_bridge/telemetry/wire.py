@@ -56,7 +56,8 @@ _TWO_64 = 1 << 64
 _pack_double = struct.Struct("<d").pack
 
 #: Field tags of the running totals of ``TelemetryEventBatch`` (fields 2..6,
-#: varint) and of ``source_id`` (field 7), which names whose totals they are.
+#: varint), of ``source_id`` (field 7), which names whose totals they are, and
+#: of ``auth_rejected_total`` (field 8: calls refused for a missing token).
 BATCH_TOTAL_TAGS = {
     "dropped_total": b"\x10",
     "emitted_total": b"\x18",
@@ -64,6 +65,7 @@ BATCH_TOTAL_TAGS = {
     "filtered_out_total": b"\x28",
     "disabled_total": b"\x30",
     "source_id": b"\x38",
+    "auth_rejected_total": b"\x40",
 }
 
 # Strings longer than this (encoded) are encoded every time instead of cached.
