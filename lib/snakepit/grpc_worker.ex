@@ -17,6 +17,11 @@ defmodule Snakepit.GRPCWorker do
   telemetry stream and every tool call send it, and the worker refuses any
   call without it (`UNAUTHENTICATED`).
 
+  Attaching: with `:endpoint` it starts no process and attaches to a worker
+  that already runs (on another host, say): its telemetry stream and tool
+  calls use the given `:token` and `:tls` options (`Snakepit.TLS`); plain
+  text to a non-loopback host needs `insecure: true`.
+
   Events: `[:snakepit, :pool, :worker, :spawned]` when ready,
   `[:snakepit, :pool, :worker, :terminated]` when it ends.
 
@@ -29,7 +34,7 @@ defmodule Snakepit.GRPCWorker do
   use GenServer, restart: :transient
   require Logger
 
-  alias Snakepit.{Args, Auth, Stray}
+  alias Snakepit.{Args, Auth, Stray, TLS}
   alias Snakepit.GRPC.Client
   alias Snakepit.Telemetry.{GrpcStream, Naming, StderrIngest}
 
@@ -57,6 +62,14 @@ defmodule Snakepit.GRPCWorker do
     * `:stream` - options for `GrpcStream.register_worker/3` (defaults:
       keepalive every 10 s, 10 s timeout: a stalled worker is found within
       about 20 s)
+
+  To attach to a running worker instead of starting one:
+
+    * `:endpoint` - its `host:port`
+    * `:token` - its token (`nil` for a worker started with `--no-auth`)
+    * `:tls` - TLS options (`Snakepit.TLS`: `ca_file`, `cert_file`,
+      `key_file`, `server_name`)
+    * `:insecure` - `true` allows plain text to a non-loopback host
   """
   def start_link(opts) do
     with :ok <- validate(opts), do: GenServer.start_link(__MODULE__, opts)
@@ -71,7 +84,11 @@ defmodule Snakepit.GRPCWorker do
     :ready_timeout,
     :shutdown_grace,
     :stream,
-    :demo_tools
+    :demo_tools,
+    :endpoint,
+    :token,
+    :tls,
+    :insecure
   ]
 
   defp validate(opts) do
@@ -109,8 +126,22 @@ defmodule Snakepit.GRPCWorker do
       not Args.list_of?(Keyword.get(opts, :env, []), &match?({_, v} when is_binary(v), &1)) ->
         {:error, {:invalid_option, {:env, opts[:env]}}}
 
+      Keyword.has_key?(opts, :endpoint) ->
+        validate_attach(opts)
+
       true ->
         :ok
+    end
+  end
+
+  defp validate_attach(opts) do
+    with {:ok, endpoint} <- GrpcStream.Registration.endpoint(opts[:endpoint]),
+         {:ok, _} <- Auth.token(opts[:token]),
+         {:ok, tls} <- TLS.options(opts[:tls]),
+         true <-
+           is_boolean(Keyword.get(opts, :insecure, false)) ||
+             {:error, {:invalid_option, {:insecure, opts[:insecure]}}} do
+      TLS.check_transport(endpoint, tls, Keyword.get(opts, :insecure, false))
     end
   end
 
@@ -190,9 +221,38 @@ defmodule Snakepit.GRPCWorker do
     pool = Keyword.get(opts, :pool_name, :default)
 
     case Registry.register(Snakepit.Registry, {:worker, id}, pool) do
-      {:ok, _} -> start_python(id, pool, opts)
-      {:error, {:already_registered, _}} -> {:stop, {:duplicate_worker_id, id}}
+      {:ok, _} ->
+        if opts[:endpoint], do: attach(id, pool, opts), else: start_python(id, pool, opts)
+
+      {:error, {:already_registered, _}} ->
+        {:stop, {:duplicate_worker_id, id}}
     end
+  end
+
+  # A worker that runs already (validate/1 checked every option).
+  defp attach(id, pool, opts) do
+    {:ok, token} = Auth.token(opts[:token])
+    {:ok, tls} = TLS.options(opts[:tls])
+
+    state = %{
+      id: id,
+      pool_name: pool,
+      port: nil,
+      os_pid: nil,
+      token: token,
+      tls: tls,
+      insecure: Keyword.get(opts, :insecure, false),
+      opts: opts,
+      started: System.monotonic_time(),
+      endpoint: opts[:endpoint],
+      channel: nil,
+      commands: 0,
+      stream_monitor: nil,
+      ctx: %{worker_id: id, pool_name: pool},
+      ingest: nil
+    }
+
+    {:ok, ready(register_stream(state), %{mode: :attached})}
   end
 
   defp start_python(id, pool, opts) do
@@ -237,6 +297,8 @@ defmodule Snakepit.GRPCWorker do
       port: port,
       os_pid: os_pid,
       token: token,
+      tls: nil,
+      insecure: false,
       opts: opts,
       started: started,
       endpoint: nil,
@@ -285,19 +347,20 @@ defmodule Snakepit.GRPCWorker do
     ctx = Map.put(state.ctx, :python_port, python_port)
     ingest = StderrIngest.put_context(state.ingest, ctx)
     state = register_stream(%{state | endpoint: endpoint, ctx: ctx, ingest: ingest})
-    {:ok, channel} = Client.connect(endpoint, token: state.token)
+    ready(state, %{python_port: python_port, mode: :grpc})
+  end
+
+  defp ready(state, meta) do
+    {:ok, channel} =
+      Client.connect(state.endpoint, token: state.token, tls: state.tls, insecure: state.insecure)
 
     :telemetry.execute(
       Naming.worker_event(:spawned),
       %{duration: System.monotonic_time() - state.started, system_time: System.system_time()},
-      %{
-        node: node(),
-        pool_name: state.pool_name,
-        worker_id: state.id,
-        worker_pid: self(),
-        python_port: python_port,
-        mode: :grpc
-      }
+      Map.merge(
+        %{node: node(), pool_name: state.pool_name, worker_id: state.id, worker_pid: self()},
+        meta
+      )
     )
 
     %{state | channel: channel}
@@ -320,6 +383,8 @@ defmodule Snakepit.GRPCWorker do
           |> Keyword.merge(Keyword.get(state.opts, :stream, []))
           |> Keyword.put(:owner, self())
           |> Keyword.put(:token, state.token)
+          |> Keyword.put(:tls, state.tls)
+          |> Keyword.put(:insecure, state.insecure)
 
         case GrpcStream.register_worker(state.endpoint, state.ctx, stream_opts) do
           {:ok, _} ->
@@ -380,6 +445,8 @@ defmodule Snakepit.GRPCWorker do
   end
 
   def handle_info(:register_stream, s), do: {:noreply, register_stream(s)}
+
+  def handle_info(message, %{ingest: nil} = s), do: Stray.info(__MODULE__, message, s)
 
   def handle_info(message, s) do
     StderrIngest.handle_or_ignore(message, s.ingest, __MODULE__)

@@ -8,6 +8,7 @@
         [--shutdown-grace 2.0] [--ignore-stdin] [--switch-interval 0.001]
         [--tool-module MODULE ...] [--demo-tools]
         (--auth-token-stdin | --auth-token-file PATH | --no-auth)
+        [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
 
 The code lives in :mod:`snakepit_bridge.server` (codec, service, auth,
 lifecycle, app); this script only runs it.
@@ -20,6 +21,11 @@ writes a fresh random token as the first line of stdin
 (``--auth-token-stdin``); by hand, use ``--auth-token-file PATH`` (a 0600 file
 of this user, deleted once read) or ``--no-auth`` (development only: it logs a
 warning). One of the three is required.
+
+TLS (for workers on other hosts): ``--tls-cert`` and ``--tls-key`` serve TLS
+(grpcio's SSL server credentials); ``--tls-client-ca`` also requires every
+client to present a certificate signed by that CA (mutual TLS). Without them
+the port is plain text: keep ``--host`` on a loopback address then.
 
 RPCs (``priv/proto/snakepit_bridge.proto``, package ``snakepit.bridge``):
 

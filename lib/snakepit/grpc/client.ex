@@ -13,7 +13,7 @@ defmodule Snakepit.GRPC.Client do
   `[:snakepit, :grpc, :call, :start | :stop | :exception]`.
   """
 
-  alias Snakepit.Auth
+  alias Snakepit.{Auth, TLS}
   alias Snakepit.Telemetry.{Naming, Native}
   alias Snakepit.Telemetry.GrpcStream.Registration
 
@@ -28,6 +28,8 @@ defmodule Snakepit.GRPC.Client do
 
     * `:token` - the worker's token (`Snakepit.Auth`), sent on every call;
       `nil` (default) for a worker started with `--no-auth`
+    * `:tls` - TLS options (`Snakepit.TLS`); plain text only to loopback
+      hosts unless `insecure: true`
     * `:connect_timeout_ms` - default 5000
   """
   @spec connect(String.t(), keyword) :: {:ok, channel} | {:error, term}
@@ -35,8 +37,10 @@ defmodule Snakepit.GRPC.Client do
     with true <- Keyword.keyword?(opts) || {:error, {:invalid_options, opts}},
          {:ok, endpoint} <- Registration.endpoint(endpoint),
          {:ok, timeout} <- positive(opts, :connect_timeout_ms, 5_000, @max_timeout),
-         {:ok, token} <- Auth.token(Keyword.get(opts, :token)) do
-      Native.channel_open(endpoint, timeout, Auth.reveal(token))
+         {:ok, token} <- Auth.token(Keyword.get(opts, :token)),
+         {:ok, tls} <- TLS.options(Keyword.get(opts, :tls)),
+         :ok <- TLS.check_transport(endpoint, tls, Keyword.get(opts, :insecure) == true) do
+      Native.channel_open(endpoint, timeout, Auth.reveal(token), TLS.to_nif(tls))
     end
   end
 

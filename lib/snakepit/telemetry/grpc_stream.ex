@@ -73,6 +73,10 @@ defmodule Snakepit.Telemetry.GrpcStream do
       lives no other owner may take the worker id (`GRPCWorker` passes itself)
     * `:token` - the worker's token (a string or `Snakepit.Auth.Token`), sent
       on the stream's RPC; `nil` (default) for a worker started with `--no-auth`
+    * `:tls` - TLS to a worker on another host (`Snakepit.TLS`: `ca_file`,
+      optional `cert_file` + `key_file`, `server_name`)
+    * `:insecure` - `true` allows plain text to a non-loopback host
+      (otherwise `{:error, {:insecure_endpoint, endpoint}}`)
     * `:rpc` - `:auto` (default: batched, stock on UNIMPLEMENTED), `:batched`, `:stock`
     * `:max_batch` - events per delivered batch, at most (default 512, up to 65,536)
     * `:credit` - batches outstanding at this process, at most (default 4, up to 1024)
@@ -447,6 +451,7 @@ defmodule Snakepit.Telemetry.GrpcStream do
       |> Map.merge(reg.ctx)
       |> Map.merge(%{endpoint: reg.endpoint, node: node()})
       |> Map.update(:token, "", &Snakepit.Auth.reveal/1)
+      |> Map.update(:tls, nil, &Snakepit.TLS.to_nif/1)
 
     case start_stream(nif_opts) do
       {:ok, {id, handle}} -> started(reg, request, id, handle, state)

@@ -67,7 +67,7 @@ defmodule Snakepit.Telemetry.Native do
 
   ## Tool calls
 
-  def channel_open(_endpoint, _connect_timeout_ms, _token), do: not_loaded()
+  def channel_open(_endpoint, _connect_timeout_ms, _token, _tls), do: not_loaded()
   def ping_call(_channel, _message, _timeout_ms, _reply_to, _ref), do: not_loaded()
   def tool_call(_channel, _tool, _params, _opts, _reply_to, _ref), do: not_loaded()
 

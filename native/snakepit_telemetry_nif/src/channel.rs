@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use rustler::{Atom, Encoder, Env, NifResult, ResourceArc, Term};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::auth::Bearer;
 use crate::{atoms, runtime};
@@ -29,17 +29,22 @@ impl ChannelHandle {
 impl rustler::Resource for ChannelHandle {}
 
 /// Opens (lazily) a channel to `host:port` whose calls carry `token` (`""`:
-/// none): `{:ok, channel}`.
-#[rustler::nif]
-fn channel_open(
+/// none), over TLS when `tls` is a map (see `tls`): `{:ok, channel}`.
+///
+/// On a dirty CPU scheduler: the TLS configuration parses its PEM here (a
+/// 256 KiB CA bundle took 2.7 ms of a normal scheduler).
+#[rustler::nif(schedule = "DirtyCpu")]
+fn channel_open<'a>(
     endpoint: String,
     connect_timeout_ms: u64,
     token: String,
+    tls: Term<'a>,
 ) -> NifResult<(Atom, ResourceArc<ChannelHandle>)> {
     let _cpu = crate::nif_clock::Timed::start(crate::nif_clock::Nif::ChannelOpen);
     let auth = Bearer::new(&token).map_err(|e| rustler::Error::Term(Box::new(e)))?;
-    let ep = Endpoint::from_shared(format!("http://{endpoint}"))
-        .map_err(|e| rustler::Error::Term(Box::new(format!("bad endpoint: {e}"))))?
+    let tls = crate::tls::decode(Some(tls))?;
+    let ep = crate::tls::endpoint(&endpoint, tls.as_ref())
+        .map_err(|e| rustler::Error::Term(Box::new(e)))?
         .connect_timeout(Duration::from_millis(connect_timeout_ms))
         .tcp_nodelay(true);
     // connect_lazy spawns its worker on the current runtime: enter ours.

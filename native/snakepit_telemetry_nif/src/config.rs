@@ -41,8 +41,11 @@ pub enum RpcChoice {
 #[derive(Clone, Debug)]
 pub struct StreamConfig {
     pub stream_id: u64,
-    /// `http://host:port`.
-    pub uri: String,
+    /// `host:port`.
+    pub endpoint: String,
+    /// TLS to the worker (`None`: plain text, which Elixir allows only for
+    /// loopback addresses unless told `insecure: true`).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
     pub rpc: RpcChoice,
     pub max_batch: usize,
     pub credit: usize,
@@ -111,7 +114,8 @@ impl StreamConfig {
         let auth = Bearer::new(&token).map_err(|e| rustler::Error::Term(Box::new(e)))?;
         Ok(StreamConfig {
             stream_id,
-            uri: format!("http://{endpoint}"),
+            tls: crate::tls::decode(map.map_get(Atom::from_str(env, "tls")?).ok())?,
+            endpoint,
             rpc,
             max_batch: get::<usize>(map, "max_batch", 512)?.clamp(1, 65_536),
             credit: get::<usize>(map, "credit", 4)?.clamp(1, 1024),

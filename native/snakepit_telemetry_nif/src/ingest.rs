@@ -22,7 +22,7 @@ use snakepit_telemetry_core::wire::TelemetryControl;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, IntoStreamingRequest, Streaming};
 
 use crate::auth::Bearer;
@@ -457,8 +457,7 @@ async fn open_stream(
     opening: Vec<TelemetryControl>,
     mut stock: bool,
 ) -> Result<(Incoming, mpsc::Sender<TelemetryControl>, bool), String> {
-    let endpoint = Endpoint::from_shared(cfg.uri.clone())
-        .map_err(|e| format!("bad endpoint: {e}"))?
+    let endpoint = crate::tls::endpoint(&cfg.endpoint, cfg.tls.as_ref())?
         .connect_timeout(cfg.connect_timeout)
         .tcp_nodelay(true)
         // The HTTP/2 windows bound what the worker can send ahead of our

@@ -20,6 +20,7 @@ mod stats;
 mod stderr_ingest;
 mod stderr_nif;
 mod stream;
+mod tls;
 mod tool_call;
 
 use rustler::{Env, Term};

@@ -75,9 +75,31 @@ defmodule Snakepit.Robustness.ApiArgumentsTest do
              inspect(opts)
     end
 
-    for ok <- ["localhost:50051", "127.0.0.1:1", "[::1]:80", "a-b.example:443"] do
+    for ok <- ["localhost:50051", "127.0.0.1:1", "127.9.9.9:1", "[::1]:80"] do
       assert {:ok, _} = GrpcStream.register_worker(ok, %{worker_id: "ok"})
       :ok = GrpcStream.unregister_worker("ok")
+    end
+
+    # Plain text leaves this machine only when asked.
+    for remote <- ["a-b.example:443", "10.0.0.1:1", "[fe80::1]:1", "localhost.evil:1"] do
+      assert {:error, {:insecure_endpoint, ^remote}} =
+               GrpcStream.register_worker(remote, %{worker_id: "ok"})
+
+      assert {:error, {:insecure_endpoint, ^remote}} = Client.connect(remote)
+      assert {:ok, _} = GrpcStream.register_worker(remote, %{worker_id: "ok"}, insecure: true)
+      :ok = GrpcStream.unregister_worker("ok")
+    end
+
+    for bad <- [
+          [ca: 1],
+          [ca_file: "/nonexistent"],
+          [cert: "x"],
+          [bogus: 1],
+          :tls,
+          [ca: "x", key: "k"]
+        ] do
+      assert {:error, {:invalid_option, {:tls, _}}} =
+               GrpcStream.register_worker("127.0.0.1:1", %{worker_id: "ok"}, tls: bad)
     end
 
     assert GrpcStream.list_streams() == before

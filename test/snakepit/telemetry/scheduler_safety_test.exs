@@ -18,7 +18,7 @@ defmodule Snakepit.Telemetry.SchedulerSafetyTest do
   #
   # Set SNAKEPIT_SCHED_REPORT=1 to print each NIF's calls and longest call.
   @repeat 30
-  @dirty ~w(tool_call stderr_parse_line_dirty)
+  @dirty ~w(tool_call stderr_parse_line_dirty channel_open)
 
   @tag timeout: 120_000
   test "under full load no NIF call holds its scheduler for 1 ms" do
@@ -39,8 +39,9 @@ defmodule Snakepit.Telemetry.SchedulerSafetyTest do
     report("largest inputs", cpu)
     assert_fast(cpu)
 
-    for nif <- ~w(stderr_parse_line stderr_parse_line_dirty stderr_ingest_push
-                  stream_start stream_stop stream_control stream_stats channel_open tool_call) do
+    for nif <-
+          ~w(stderr_parse_line stderr_parse_line_dirty stderr_ingest_push
+                  stream_start stream_stop stream_control stream_stats channel_open tool_call ping_call) do
       assert cpu[nif].calls >= @repeat, "#{nif} was not exercised: #{inspect(cpu[nif])}"
     end
   end
@@ -100,6 +101,14 @@ defmodule Snakepit.Telemetry.SchedulerSafetyTest do
     assert :counters.get(counter, 1) - before > 10_000, "the load did not run"
   end
 
+  defp ca_bundle do
+    dir = Path.join(System.tmp_dir!(), "snakepit-sched-#{System.unique_integer([:positive])}")
+    %{ca: %{pem: pem}} = Snakepit.Test.RemoteHost.certificates!(dir)
+    one = File.read!(pem)
+    File.rm_rf!(dir)
+    one |> List.duplicate(div(256 * 1024, byte_size(one))) |> IO.iodata_to_binary()
+  end
+
   # The largest input of every public function that reaches a NIF.
   defp largest_inputs do
     ctx = %{worker_id: "w"}
@@ -121,16 +130,20 @@ defmodule Snakepit.Telemetry.SchedulerSafetyTest do
 
     for _ <- 1..@repeat do
       {:ok, _} =
-        GrpcStream.register_worker(endpoint, %{
-          worker_id: long_id,
-          pool_name: String.duplicate("p", 128)
-        })
+        GrpcStream.register_worker(
+          endpoint,
+          %{worker_id: long_id, pool_name: String.duplicate("p", 128)},
+          insecure: true
+        )
 
       :ok = GrpcStream.update_sampling(long_id, 0.5, patterns)
       :ok = GrpcStream.update_filter(long_id, allow: patterns, deny: patterns)
       {:ok, _} = GrpcStream.stats(long_id)
       :ok = GrpcStream.unregister_worker(long_id)
-      {:ok, _} = Client.connect(endpoint)
+      {:ok, _} = Client.connect(endpoint, insecure: true)
+      # TLS: the largest CA bundle accepted (256 KiB of certificates), parsed
+      # when the channel is made.
+      {:ok, _} = Client.connect("127.0.0.1:1", tls: [ca: ca_bundle()])
     end
 
     # Tool parameters up to the 4 MiB limit (and over it), to a closed port.
@@ -139,6 +152,7 @@ defmodule Snakepit.Telemetry.SchedulerSafetyTest do
     bigger = %{blob: String.duplicate("b", 10_000_000)}
 
     for _ <- 1..@repeat do
+      {:error, _} = Client.ping(channel, message: String.duplicate("m", 1024), timeout: 1_000)
       {:error, _} = Client.execute_tool(channel, "ping", big, timeout: 1_000)
       {:error, {:invalid_params, _}} = Client.execute_tool(channel, "ping", bigger)
     end

@@ -22,7 +22,7 @@ defmodule Snakepit.Telemetry.GrpcStream.Registration do
     max_frame_bytes: 1_024..(64 * 1024 * 1024),
     window_bytes: (16 * 1024)..(16 * 1024 * 1024)
   }
-  @tuning [:rpc, :token | Map.keys(@ranges)]
+  @tuning [:rpc, :token, :tls, :insecure | Map.keys(@ranges)]
 
   @type t :: %{endpoint: String.t(), ctx: map, opts: map, owner: pid | nil}
 
@@ -39,7 +39,9 @@ defmodule Snakepit.Telemetry.GrpcStream.Registration do
 
       with {:ok, defaults} <- opts(if(Keyword.keyword?(defaults), do: defaults, else: [])) do
         tuning = defaults |> Keyword.merge(opts) |> Keyword.take(@tuning) |> Map.new()
-        {:ok, %{endpoint: endpoint, ctx: ctx, opts: tuning, owner: owner}}
+
+        with :ok <- Snakepit.TLS.check_transport(endpoint, tuning[:tls], tuning[:insecure]),
+             do: {:ok, %{endpoint: endpoint, ctx: ctx, opts: tuning, owner: owner}}
       end
     end
   end
@@ -126,18 +128,17 @@ defmodule Snakepit.Telemetry.GrpcStream.Registration do
   # The token is held as a Snakepit.Auth.Token (it never prints) and checked
   # without echoing it in an error.
   defp token_opt(opts) do
-    case Keyword.fetch(opts, :token) do
-      :error ->
-        {:ok, opts}
-
-      {:ok, value} ->
-        with {:ok, token} <- Snakepit.Auth.token(value),
-             do: {:ok, Keyword.put(opts, :token, token)}
+    with {:ok, token} <- Snakepit.Auth.token(Keyword.get(opts, :token)),
+         {:ok, tls} <- Snakepit.TLS.options(Keyword.get(opts, :tls)) do
+      opts = if token, do: Keyword.put(opts, :token, token), else: opts
+      {:ok, if(tls, do: Keyword.put(opts, :tls, tls), else: opts)}
     end
   end
 
   defp valid_opt?({:rpc, v}), do: v in [:auto, :batched, :stock]
   defp valid_opt?({:token, v}), do: is_nil(v) or is_struct(v, Snakepit.Auth.Token)
+  defp valid_opt?({:tls, v}), do: is_nil(v) or is_struct(v, Snakepit.TLS)
+  defp valid_opt?({:insecure, v}), do: is_boolean(v)
   defp valid_opt?({:owner, v}), do: is_nil(v) or (is_pid(v) and node(v) == node())
   defp valid_opt?({k, v}) when is_map_key(@ranges, k), do: is_integer(v) and v in @ranges[k]
   defp valid_opt?(_), do: false

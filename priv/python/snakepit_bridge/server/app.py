@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -35,6 +37,31 @@ PERMITTED_PING_INTERVAL_MS = 1_000
 _log = logging.getLogger("snakepit.worker")
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """The worker's TLS material (PEM bytes): its certificate and key, and
+    the CA its clients' certificates must chain to (``None``: no client
+    certificate asked for)."""
+
+    cert: bytes
+    key: bytes
+    client_ca: bytes | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TlsFiles | None:
+        if not args.tls_cert:
+            return None
+        client_ca = Path(args.tls_client_ca).read_bytes() if args.tls_client_ca else None
+        return cls(Path(args.tls_cert).read_bytes(), Path(args.tls_key).read_bytes(), client_ca)
+
+    def credentials(self) -> Any:
+        return grpc.ssl_server_credentials(
+            [(self.key, self.cert)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
+
+
 async def start_server(
     host: str = "127.0.0.1",
     port: int = 0,
@@ -43,10 +70,12 @@ async def start_server(
     max_batch: int = 512,
     worker_id: str = "",
     token: str | None = None,
+    tls: TlsFiles | None = None,
 ) -> tuple[Any, int, BridgeService]:
     """Creates, binds and starts a server; returns ``(server, bound port, servicer)``.
-    With ``token``, every call must carry it (:mod:`.auth`). Installs no
-    telemetry backend (the caller decides)."""
+    With ``token``, every call must carry it (:mod:`.auth`); with ``tls`` the
+    port speaks TLS (and requires client certificates if ``tls`` names a
+    client CA). Installs no telemetry backend (the caller decides)."""
     stream = telemetry_stream or TelemetryStream()
     interceptors = []
     if token is not None:
@@ -66,7 +95,12 @@ async def start_server(
     )
     servicer = BridgeService(stream, max_batch=max_batch, worker_id=worker_id)
     add_bridge_service(servicer, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = (
+        server.add_secure_port(address, tls.credentials())
+        if tls
+        else server.add_insecure_port(address)
+    )
     if not bound:
         raise RuntimeError(f"could not bind {host}:{port}")
     await server.start()
@@ -92,7 +126,7 @@ def _install_backend(stream: TelemetryStream) -> str:
     return choice
 
 
-async def serve(args: argparse.Namespace, token: str | None) -> int:
+async def serve(args: argparse.Namespace, token: str | None, tls: TlsFiles | None = None) -> int:
     loop = asyncio.get_running_loop()
     initial_ppid = os.getppid()
     try:
@@ -112,6 +146,7 @@ async def serve(args: argparse.Namespace, token: str | None) -> int:
             max_batch=args.max_batch,
             worker_id=args.worker_id,
             token=token,
+            tls=tls,
         )
     except RuntimeError as exc:
         _log.error("cannot start: %s", exc)
@@ -136,12 +171,13 @@ async def serve(args: argparse.Namespace, token: str | None) -> int:
     sys.stdout.write(f"{READY_PREFIX} {ready}\n")
     sys.stdout.flush()
     _log.info(
-        "worker %s listening on %s:%d (telemetry: %s, auth: %s)",
+        "worker %s listening on %s:%d (telemetry: %s, auth: %s, tls: %s)",
         args.worker_id,
         args.host,
         port,
         choice,
         "token" if token else "off",
+        ("mutual" if tls.client_ca else "server") if tls else "off",
     )
 
     await stopping.wait()
@@ -228,7 +264,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="DEVELOPMENT ONLY: accept calls from any local process, without a token",
     )
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate")
+    parser.add_argument("--tls-key", metavar="PEM", help="the key of --tls-cert")
+    parser.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key")
     if args.max_buffer < 1 or args.max_batch < 1:
         parser.error("--max-buffer and --max-batch must be at least 1")
     if args.max_frame_bytes < 1024:
@@ -262,4 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     except auth.TokenError as exc:
         _log.error("no worker token: %s", exc)
         return 2
-    return asyncio.run(serve(args, token))
+    try:
+        tls = TlsFiles.from_args(args)
+    except OSError as exc:
+        _log.error("cannot read the TLS files: %s", exc)
+        return 2
+    return asyncio.run(serve(args, token, tls))
