@@ -32,6 +32,7 @@ STREAM_CASES = {
     "latency_busy_p50_us",
     "latency_busy_p99_us",
 }
+AUTH_CASES = {"auth_check_ns", "auth_intercept_ns", "rpc_ping_us", "rpc_ping_auth_us"}
 
 
 def test_bench_runs_and_reports_every_case(python: str) -> None:
@@ -45,6 +46,8 @@ def test_bench_runs_and_reports_every_case(python: str) -> None:
             "20",
             "--throughput-seconds",
             "0.05",
+            "--auth-calls",
+            "200",
             "--json",
         ],
         cwd=PYTHON_ROOT.parent,
@@ -56,6 +59,6 @@ def test_bench_runs_and_reports_every_case(python: str) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # the stderr backend case writes to its own stream
     numbers = json.loads(result.stdout)
-    assert set(numbers) == CASES | STREAM_CASES
-    assert all(numbers[case] > 0 for case in CASES)
+    assert set(numbers) == CASES | STREAM_CASES | AUTH_CASES
+    assert all(numbers[case] > 0 for case in CASES | AUTH_CASES)
     assert all(numbers[case] > 0 for case in STREAM_CASES if not case.endswith("_pct"))
