@@ -26,13 +26,14 @@ alias SnakepitBench.{Cases, Report}
       streams: :string,
       rpcs: :string,
       max_batch: :integer,
-      lg_batch: :integer
+      lg_batch: :integer,
+      max_delay_ms: :float
     ]
   )
 
 quick = opts[:quick] || false
 out = opts[:out] || "_build/bench/report.json"
-sections = String.split(opts[:only] || "a,b,d,e,f,g", ",", trim: true)
+sections = String.split(opts[:only] || "a,b,d,e,f,g,h", ",", trim: true)
 on? = &(&1 in sections)
 ints = fn text -> text |> String.split(",", trim: true) |> Enum.map(&String.to_integer/1) end
 stream_counts = ints.(opts[:streams] || "1,16,256")
@@ -145,6 +146,14 @@ emit = on?.("f") && run.("(f) emit_bench.py", fn -> Cases.emit_bench(emit_args) 
 token =
   on?.("g") &&
     run.("(g) worker token", fn -> Cases.token_cost(if(quick, do: 6, else: 20), 100) end)
+
+max_delay_ms = opts[:max_delay_ms] || 5.0
+
+paced =
+  on?.("h") &&
+    run.("(h) steady rates", fn ->
+      Cases.paced([100, 1_000, 10_000], ms.(3_000), ms.(8_000), max_delay_ms)
+    end)
 
 ## Figures (a figure whose case did not run is left out)
 
@@ -441,7 +450,78 @@ g_figs =
     else: []
   )
 
-figures = a_figs ++ b_figs ++ c_figs ++ d_figs ++ e_figs ++ f_figs ++ g_figs
+paced_row = fn rate, mode ->
+  if paced, do: Enum.find(paced.rows, &(&1.rate == rate and &1.mode == mode))
+end
+
+beam_cores = fn r ->
+  if r, do: r.beam_schedulers + r.beam_dirty_cpu + r.beam_other + r.nif_ingest
+end
+
+# Targets of issue 18: at 10,000 ev/s telemetry adds <= 3 % of a core to the
+# worker and the whole BEAM uses <= 3 %; at 1,000 ev/s <= 0.5 % each.
+paced_targets = %{100 => nil, 1_000 => 0.5, 10_000 => 3.0}
+
+h_figs =
+  for rate <- [100, 1_000, 10_000], paced != false and paced != nil, reduce: [] do
+    acc ->
+      on = paced_row.(rate, :on)
+      off = paced_row.(rate, :off)
+      added = if on && off, do: (on.python - off.python) * 100
+      beam = if on, do: beam_cores.(on) * 100
+      target = paced_targets[rate] && {:le, paced_targets[rate]}
+
+      per_ev = fn pct ->
+        if pct && on && on.delivered > 0, do: pct / 100 * on.seconds * 1.0e9 / on.delivered
+      end
+
+      tag = "#{div(rate, 1)}/s"
+
+      acc ++
+        [
+          Report.figure(
+            "h#{length(acc) + 1}",
+            "#{tag}: Python CPU added by telemetry (on - off)",
+            added,
+            :pct,
+            "(h) steady rates",
+            target: target
+          ),
+          Report.figure(
+            "h#{length(acc) + 2}",
+            "#{tag}: the same per event",
+            per_ev.(added),
+            :ns,
+            "(h) steady rates"
+          ),
+          Report.figure(
+            "h#{length(acc) + 3}",
+            "#{tag}: whole BEAM process (schedulers, dirty, other, ingest)",
+            beam,
+            :pct,
+            "(h) steady rates",
+            target: target
+          ),
+          Report.figure(
+            "h#{length(acc) + 4}",
+            "#{tag}: the same per event",
+            per_ev.(beam),
+            :ns,
+            "(h) steady rates"
+          ),
+          Report.figure(
+            "h#{length(acc) + 5}",
+            "#{tag}: emit -> handler latency p99",
+            on && on.p99_ns,
+            :latency_ns,
+            "(h) steady rates",
+            target: {:le, (max_delay_ms + 2) * 1.0e6},
+            note: if(rate == 100, do: "latency target: max_delay (#{max_delay_ms} ms) + 2 ms")
+          )
+        ]
+  end
+
+figures = a_figs ++ b_figs ++ c_figs ++ d_figs ++ e_figs ++ f_figs ++ g_figs ++ h_figs
 
 setups =
   [{mem_key, mem}, {"(b) bare execute", bare}] ++
@@ -454,7 +534,8 @@ setups =
       {"(f) Python worker at full speed, batched", pyb},
       {"(f) Python worker at full speed, stock", py_tp[:stock]},
       {"(f) emit_bench.py", emit},
-      {"(g) worker token", token}
+      {"(g) worker token", token},
+      {"(h) steady rates", paced}
     ]
 
 used_setups = MapSet.new(figures, & &1.case)
@@ -520,6 +601,34 @@ meta = %{
 
 Report.print(figures, setups, cpu_rows, meta)
 
+if paced do
+  IO.puts("""
+
+  Steady rates (h): cores used in the window per group (from /proc), one real worker,
+  telemetry on and off (toggle false), max_delay #{paced.max_delay_ms} ms; latency emit -> handler.\
+  """)
+
+  Report.table(
+    ~w(rate mode delivered python beam_sched beam_dirty beam_other nif_ingest not_ours p50 p99),
+    for r <- paced.rows do
+      [
+        r.rate,
+        r.mode,
+        r.delivered,
+        r.python,
+        r.beam_schedulers,
+        r.beam_dirty_cpu,
+        r.beam_other,
+        r.nif_ingest,
+        r.other,
+        Report.format(r.p50_ns, :latency_ns),
+        Report.format(r.p99_ns, :latency_ns)
+      ]
+    end
+  )
+  |> Enum.each(&IO.puts/1)
+end
+
 # Other load on the 2 shared cores skews every figure: say so.
 disturbed =
   [{"b", bare} | Enum.map(tp, fn {{rpc, n}, r} -> {"a #{rpc} #{n}", r} end)] ++
@@ -548,6 +657,7 @@ Report.write_json(out, %{
     throughput: for({{rpc, n}, r} <- tp, do: Map.merge(r, %{rpc: rpc, streams: n})),
     latency: for({{src, rate}, r} <- lat, do: Map.merge(r, %{source: src, rate: rate})),
     python_throughput: for({rpc, r} <- py_tp, do: Map.put(r, :rpc, rpc)),
-    emit_bench: emit || nil
+    emit_bench: emit || nil,
+    paced: paced || nil
   }
 })

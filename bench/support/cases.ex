@@ -286,6 +286,83 @@ defmodule SnakepitBench.Cases do
     }
   end
 
+  ## (h) steady rates: what telemetry costs a real worker at 100-10k events/s
+
+  @doc """
+  One real Python worker emitting at each steady rate (`emit_events`
+  paced): CPU of the Python process with telemetry on and, as the baseline,
+  off (`toggle(id, false)`: `emit` returns early), of the BEAM's threads by
+  group (schedulers, dirty CPU, others) and of the NIF's ingest threads, and
+  emit -> handler latency. The worker coalesces with `--max-delay-ms`.
+  """
+  def paced(rates, warmup_ms, window_ms, max_delay_ms) do
+    py = External.start_python(["--max-delay-ms", to_string(max_delay_ms)])
+    hist = Hist.new()
+    counter = :counters.new(1, [])
+
+    try do
+      with_handler(&Handlers.latency/4, hist, fn ->
+        [id] = ids = ids("paced", 1)
+        register(py.endpoint, ids, rpc: :batched)
+        {:ok, channel} = Client.connect(py.endpoint, token: External.token())
+
+        rows =
+          for rate <- rates, mode <- [:on, :off] do
+            paced_window(channel, id, py.os_pid, hist, counter, rate, mode, warmup_ms, window_ms)
+          end
+
+        unregister(ids)
+
+        %{
+          rows: rows,
+          max_delay_ms: max_delay_ms,
+          command: py.command,
+          params:
+            "ExecuteTool emit_events %{count, interval_ms: 1000/rate}; warm-up #{warmup_ms} ms, " <>
+              "window #{window_ms} ms; off = GrpcStream.toggle(id, false); handler: latency histogram"
+        }
+      end)
+    after
+      cleanup()
+      External.stop(py)
+    end
+  end
+
+  defp paced_window(channel, id, os_pid, hist, counter, rate, mode, warmup_ms, window_ms) do
+    :ok = GrpcStream.toggle(id, mode == :on)
+    Process.sleep(200)
+    count = round(rate * (warmup_ms + window_ms + 500) / 1000)
+    params = %{count: count, interval_ms: 1000 / rate}
+    timeout = warmup_ms + window_ms + 30_000
+
+    task =
+      Task.async(fn -> Client.execute_tool(channel, "emit_events", params, timeout: timeout) end)
+
+    Process.sleep(warmup_ms)
+    Hist.reset(hist)
+    s0 = Probe.start(counter, %{python: os_pid})
+    Process.sleep(window_ms)
+    w = Probe.window(s0, counter, %{python: os_pid})
+    lat = Hist.summary(hist)
+    {:ok, _} = Task.await(task, timeout)
+    cores = w.cpu_cores
+
+    %{
+      rate: rate,
+      mode: mode,
+      seconds: w.seconds,
+      delivered: lat.count,
+      python: cores[:python] || 0.0,
+      beam_schedulers: cores[:beam_schedulers] || 0.0,
+      beam_dirty_cpu: cores[:beam_dirty_cpu] || 0.0,
+      beam_other: cores[:beam_other] || 0.0,
+      nif_ingest: cores[:nif_ingest] || 0.0,
+      other: cores[:other] || 0.0,
+      p50_ns: lat.p50,
+      p99_ns: lat.p99
+    }
+  end
+
   ## (g) what the worker token costs
 
   @doc """

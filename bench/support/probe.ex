@@ -244,7 +244,7 @@ defmodule SnakepitBench.Probe do
 
     cores
     |> Map.put(:other, max(cores.machine_busy - ours, 0.0))
-    |> Map.new(fn {k, v} -> {k, Float.round(v, 2)} end)
+    |> Map.new(fn {k, v} -> {k, Float.round(v, 4)} end)
   end
 
   ## Other load on the machine

@@ -59,6 +59,9 @@ defmodule Snakepit.GRPCWorker do
       `telemetry_demo`, `telemetry_state`, `emit_random`; default
       `config :snakepit_telemetry, :demo_tools`, else `false`: a worker
       exposes only `ping` and its adapter's tools)
+    * `:max_delay_ms` - how long an event may wait in the worker for its
+      telemetry batch to fill (default 5; `0` sends each event at once):
+      fewer, larger frames at steady rates, at that much latency
     * `:stream` - options for `GrpcStream.register_worker/3` (defaults:
       keepalive every 10 s, 10 s timeout: a stalled worker is found within
       about 20 s)
@@ -85,6 +88,7 @@ defmodule Snakepit.GRPCWorker do
     :shutdown_grace,
     :stream,
     :demo_tools,
+    :max_delay_ms,
     :endpoint,
     :token,
     :tls,
@@ -116,6 +120,12 @@ defmodule Snakepit.GRPCWorker do
 
       not is_boolean(Keyword.get(opts, :demo_tools, false)) ->
         {:error, {:invalid_option, {:demo_tools, opts[:demo_tools]}}}
+
+      not match?(
+        d when is_number(d) and d >= 0 and d <= 10_000,
+        Keyword.get(opts, :max_delay_ms, 5)
+      ) ->
+        {:error, {:invalid_option, {:max_delay_ms, opts[:max_delay_ms]}}}
 
       not Keyword.keyword?(Keyword.get(opts, :stream, [])) ->
         {:error, {:invalid_option, {:stream, opts[:stream]}}}
@@ -266,12 +276,18 @@ defmodule Snakepit.GRPCWorker do
     demo = if demo?, do: ["--demo-tools"], else: []
     auth = ["--auth-token-stdin"]
 
+    delay =
+      case opts[:max_delay_ms] do
+        nil -> []
+        ms -> ["--max-delay-ms", to_string(ms)]
+      end
+
     args = [
       script,
       "--port",
       "0",
       "--worker-id",
-      id | auth ++ demo ++ Keyword.get(opts, :args, [])
+      id | auth ++ demo ++ delay ++ Keyword.get(opts, :args, [])
     ]
 
     token = Auth.new_token()

@@ -16,7 +16,8 @@ defmodule Snakepit.Pool do
     * `:python` - interpreter (default `Snakepit.Python.executable/0`)
     * `:adapter_module` - Python module whose tools the workers load
       (`grpc_server.py --tool-module`), e.g. `"my_app.tools"`
-    * `:worker_args`, `:env`, `:stream`, `:ready_timeout`, `:demo_tools` - passed
+    * `:worker_args`, `:env`, `:stream`, `:ready_timeout`, `:demo_tools`,
+      `:max_delay_ms` - passed
       to each worker (see `Snakepit.GRPCWorker.start_link/1`)
     * `:status_interval` - ms between `[:snakepit, :pool, :status]` events
       (default 5000; `nil` disables)
@@ -40,7 +41,8 @@ defmodule Snakepit.Pool do
     :ready_timeout,
     :shutdown_grace,
     :status_interval,
-    :demo_tools
+    :demo_tools,
+    :max_delay_ms
   ]
   @max_size 256
 
@@ -197,7 +199,8 @@ defmodule Snakepit.Pool do
               :stream,
               :ready_timeout,
               :shutdown_grace,
-              :demo_tools
+              :demo_tools,
+              :max_delay_ms
             ])
 
         Snakepit.GRPCWorker.child_spec(worker_opts)

@@ -4,7 +4,7 @@
 ::
 
     python priv/python/grpc_server.py --port 0 [--host 127.0.0.1] [--max-buffer 1024]
-        [--max-batch 512] [--max-frame-bytes 4194304] [--worker-id ID]
+        [--max-batch 512] [--max-frame-bytes 4194304] [--max-delay-ms 5] [--worker-id ID]
         [--shutdown-grace 2.0] [--ignore-stdin] [--switch-interval 0.001]
         [--tool-module MODULE ...] [--demo-tools]
         (--auth-token-stdin | --auth-token-file PATH | --no-auth)
@@ -45,6 +45,10 @@ RPCs (``priv/proto/snakepit_bridge.proto``, package ``snakepit.bridge``):
   locked out by the dead stream; a caller without the token never opens one. No
   frame exceeds ``--max-frame-bytes`` (the client's decoding limit; 4 MiB like
   the Rust side's default): an event that alone would is dropped and counted.
+  Events are coalesced: a frame goes out when a batch is full or when the
+  oldest buffered event has waited ``--max-delay-ms`` (5 ms by default; ``0``
+  sends each event at once), so a steady rate costs one message per delay,
+  not one per event.
 
 Telemetry backend: a :class:`GrpcBackend` feeding that stream, installed at
 start-up, unless ``PYTHON_SNAKEPIT_TELEMETRY`` is ``stderr`` (``TELEMETRY:{json}``

@@ -367,7 +367,7 @@ def test_a_parked_consumer_is_woken_by_an_emit_from_another_thread() -> None:
         async with serving() as h:
             call = h.stub.StreamTelemetryBatched(Controls())
             await call.initial_metadata()
-            await wait_until(lambda: h.stream._parked)
+            await wait_until(lambda: h.stream._wake_len == 1)
             emitted_at = time.monotonic()
             threading.Thread(target=telemetry.emit, args=("a.b", M, MD)).start()
             (event,) = await read_events(call, 1)
@@ -505,7 +505,7 @@ def test_a_new_stream_replaces_the_attached_one() -> None:
             await new.initial_metadata()
             assert await asyncio.wait_for(old.read(), 2) is grpc.aio.EOF
             assert await old.code() == grpc.StatusCode.OK
-            await wait_until(lambda: h.stream._parked)
+            await wait_until(lambda: h.stream._wake_len == 1)
             emitted_at = time.monotonic()
             telemetry.emit("a.b", M, MD)
             assert [name(e) for e in await read_events(new, 1)] == ["a.b"]
@@ -608,3 +608,77 @@ def test_an_event_that_cannot_be_encoded_is_dropped_not_fatal() -> None:
             call.cancel()
 
     run(main())
+
+
+# --- coalescing (max_delay) ------------------------------------------------------------
+
+
+def test_events_within_max_delay_travel_in_one_frame() -> None:
+    async def main() -> None:
+        async with serving(TelemetryStream(max_delay=0.5)) as h:
+            call = h.stub.StreamTelemetryBatched(Controls())
+            await call.initial_metadata()
+            await wait_until(lambda: h.stream._wake_len == 1)
+
+            def emit_spread() -> None:
+                for i in range(10):
+                    telemetry.emit("a.b", {"n": i}, MD)
+                    time.sleep(0.002)
+
+            await asyncio.to_thread(emit_spread)
+            (batch,) = await read_batches(call, 10)
+            assert [measurements(e)["n"] for e in batch.events] == list(range(10))
+            call.cancel()
+
+    run(main())
+
+
+def test_a_full_batch_goes_at_once_without_waiting_for_max_delay() -> None:
+    async def main() -> None:
+        # If the full batch waited for max_delay (9 s), read_batches' 5 s would fail.
+        async with serving(TelemetryStream(max_delay=9.0), max_batch=5) as h:
+            call = h.stub.StreamTelemetryBatched(Controls())
+            await call.initial_metadata()
+            await wait_until(lambda: h.stream._wake_len == 1)
+            for i in range(5):
+                telemetry.emit("a.b", {"n": i}, MD)
+            (batch,) = await read_batches(call, 5, timeout=5.0)
+            assert len(batch.events) == 5
+            call.cancel()
+
+    run(main())
+
+
+def test_the_emitting_thread_wakes_the_loop_only_when_it_must() -> None:
+    async def main() -> None:
+        stream = TelemetryStream(max_delay=9.0)
+        wakes = []
+        real_wake = stream._wake
+        stream._wake = lambda: (wakes.append(1), real_wake())  # type: ignore[method-assign]
+        async with serving(stream, max_batch=100) as h:
+            call = h.stub.StreamTelemetryBatched(Controls())
+            await call.initial_metadata()
+            await wait_until(lambda: stream._wake_len == 1)
+
+            def emit(n: int) -> None:
+                for _ in range(n):
+                    telemetry.emit("a.b", M, MD)
+
+            # Empty -> non-empty wakes the consumer, which then lingers: the
+            # next 49 emits are appends only.
+            await asyncio.to_thread(emit, 50)
+            await wait_until(lambda: stream._wake_len == 100)
+            assert len(wakes) == 1
+            # Reaching a full batch wakes it once more, and the batch goes.
+            await asyncio.to_thread(emit, 50)
+            (batch,) = await read_batches(call, 100)
+            assert len(batch.events) == 100 and len(wakes) == 2
+            call.cancel()
+
+    run(main())
+
+
+def test_max_delay_is_bounded() -> None:
+    for bad in (-0.001, 10.5, math.nan):
+        with pytest.raises(ValueError):
+            TelemetryStream(max_delay=bad)

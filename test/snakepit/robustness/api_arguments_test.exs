@@ -216,6 +216,13 @@ defmodule Snakepit.Robustness.ApiArgumentsTest do
           [id: "w", ready_timeout: 0],
           [id: "w", pool_name: "p"],
           [id: "w", stream: :x],
+          [id: "w", max_delay_ms: -1],
+          [id: "w", max_delay_ms: "5"],
+          [id: "w", max_delay_ms: 10_001],
+          [id: "w", endpoint: "h\0:1"],
+          [id: "w", endpoint: "127.0.0.1:1", token: "short"],
+          [id: "w", endpoint: "127.0.0.1:1", tls: [ca: 1]],
+          [id: "w", endpoint: "127.0.0.1:1", insecure: :yes],
           :not_a_list
         ] do
       assert {:error, _} = GRPCWorker.start_link(opts), inspect(opts)

@@ -61,14 +61,6 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
     )
   end
 
-  defp flush_events do
-    receive do
-      {[:snakepit | _], _, _, _} -> flush_events()
-    after
-      200 -> :ok
-    end
-  end
-
   describe "events from a real Python worker" do
     test "arrive with name, measurements and enriched metadata", %{worker_id: id} do
       w = start_registered(id)

@@ -25,7 +25,7 @@ from snakepit_bridge.server.service import BridgeService, add_bridge_service
 from snakepit_bridge.telemetry import manager
 from snakepit_bridge.telemetry.backends.grpc import GrpcBackend
 from snakepit_bridge.telemetry.resources import GcTelemetry, ResourceSampler
-from snakepit_bridge.telemetry.stream import TelemetryStream
+from snakepit_bridge.telemetry.stream import DEFAULT_MAX_DELAY, TelemetryStream
 
 #: The first word of the readiness line.
 READY_PREFIX = "SNAKEPIT_READY"
@@ -136,7 +136,11 @@ async def serve(args: argparse.Namespace, token: str | None, tls: TlsFiles | Non
         return 1
     if args.switch_interval > 0:
         sys.setswitchinterval(args.switch_interval)
-    stream = TelemetryStream(max_buffer=args.max_buffer, max_frame_bytes=args.max_frame_bytes)
+    stream = TelemetryStream(
+        max_buffer=args.max_buffer,
+        max_frame_bytes=args.max_frame_bytes,
+        max_delay=args.max_delay_ms / 1000,
+    )
     choice = _install_backend(stream)
     try:
         server, port, servicer = await start_server(
@@ -214,6 +218,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=4 * 1024 * 1024,
         help="largest telemetry frame (the client's limit)",
     )
+    parser.add_argument(
+        "--max-delay-ms",
+        type=float,
+        default=DEFAULT_MAX_DELAY * 1000,
+        help="longest an event waits for its telemetry batch to fill "
+        f"(default {DEFAULT_MAX_DELAY * 1000:g}; 0 sends each event at once)",
+    )
     parser.add_argument("--worker-id", default="", help="shown in logs")
     parser.add_argument(
         "--shutdown-grace", type=float, default=2.0, help="seconds for calls in progress"
@@ -278,6 +289,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--tls-client-ca needs --tls-cert and --tls-key")
     if args.max_buffer < 1 or args.max_batch < 1:
         parser.error("--max-buffer and --max-batch must be at least 1")
+    if not 0 <= args.max_delay_ms <= 10_000:
+        parser.error("--max-delay-ms must be between 0 and 10000")
     if args.max_frame_bytes < 1024:
         parser.error("--max-frame-bytes must be at least 1024")
     return args

@@ -15,10 +15,12 @@ Emit side (:meth:`TelemetryStream.emit`, any thread, must be cheap)
     only then is the event stored as a plain tuple
     ``(name, measurements, metadata, time.time_ns(), correlation_id)`` in a
     bounded buffer (default 1024 events). When the buffer is full the event is
-    dropped and counted. Protobuf is never built here. If the consumer is parked
-    waiting for events, the emitting thread wakes it with one
-    ``loop.call_soon_threadsafe``; under load the consumer is busy and nobody pays
-    for a wake-up. Events emitted before any stream attaches wait in the buffer.
+    dropped and counted. Protobuf is never built here. The emitting thread wakes
+    the consumer (one ``loop.call_soon_threadsafe``) only when it has to: when
+    the buffer goes from empty to non-empty while the consumer is parked, or when
+    it reaches a full batch while the consumer lingers (see *Coalescing*); every
+    other emit is an append. Events emitted before any stream attaches wait in
+    the buffer.
 
     The bound is checked without a lock, so threads emitting at the very same
     moment can overshoot it by at most one event each.
@@ -29,10 +31,15 @@ gRPC server's event loop)
       RPC opens, so the client's open completes without waiting for an event.
     * A task reads the request stream concurrently and applies each
       ``TelemetryControl`` frame at once (see *Controls*).
-    * Events are taken from the buffer as they come: the batched RPC sends
-      everything already buffered (up to ``max_batch`` events and about
-      ``max_batch_bytes``) in one ``TelemetryEventBatch``, never waiting to fill a
-      batch. Every batch carries the running totals (``emitted_total``,
+    * *Coalescing*, as batching exporters do (OpenTelemetry's batch processor,
+      Kafka's ``linger.ms``): a frame goes out when a batch is full (``max_batch``
+      events) or when the oldest buffered event has waited ``max_delay`` seconds
+      (5 ms by default; ``0`` sends at once). At steady rates that turns one gRPC
+      message, one HTTP/2 frame and one wake-up per event on both sides into one
+      per ``max_delay``; an event waits at most ``max_delay`` plus a loop turn.
+      The batched RPC sends up to ``max_batch`` events and about
+      ``max_batch_bytes`` in one ``TelemetryEventBatch``; the stock RPC sends the
+      coalesced events one message each. Every batch carries the running totals (``emitted_total``,
       ``dropped_total``, ``sampled_out_total``, ``filtered_out_total``,
       ``disabled_total``). When there is nothing to send, nothing is sent, except
       that an idle batched stream sends one batch without events when the totals
@@ -110,6 +117,12 @@ _VERDICT_CACHE_LIMIT = 4096
 
 #: Events per frame of the stock (one event per message) RPC taken at once.
 _STOCK_CHUNK = 64
+
+#: How long the oldest buffered event may wait for a batch to fill (seconds).
+DEFAULT_MAX_DELAY = 0.005
+
+#: A buffer length no buffer reaches (nobody wants a wake-up).
+_NEVER = 1 << 62
 
 #: Bytes of a batch besides its events (totals and source id: at most 7 x 11 bytes).
 _BATCH_OVERHEAD = 96
@@ -242,9 +255,14 @@ class TelemetryStream:
         max_frame_bytes: int = 4 * 1024 * 1024,
         max_batch_bytes: int = 1024 * 1024,
         totals_interval: float = 1.0,
+        max_delay: float = DEFAULT_MAX_DELAY,
     ) -> None:
         if max_buffer < 1:
             raise ValueError("max_buffer must be at least 1")
+        if not 0.0 <= max_delay <= 10.0:
+            raise ValueError("max_delay must be between 0 and 10 seconds")
+        #: How long the oldest buffered event may wait for a batch to fill.
+        self.max_delay = float(max_delay)
         self.max_buffer = max_buffer
         self.max_frame_bytes = max_frame_bytes
         self.max_batch_bytes = min(max_batch_bytes, max_frame_bytes)
@@ -269,7 +287,9 @@ class TelemetryStream:
         }
         self._carry: list[tuple[str, dict, dict, int, str | None]] = []
         self._encoder = EventEncoder()
-        self._parked = False
+        # The buffer length at which an emit wakes the consumer: 1 while it
+        # waits for any event, a full batch while it lingers, _NEVER otherwise.
+        self._wake_len = _NEVER
         self._session: _Session | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -306,8 +326,8 @@ class TelemetryStream:
             buffer.append(
                 (event_name, measurements.copy(), metadata.copy(), _time_ns(), correlation_id)
             )
-            if self._parked:
-                self._parked = False
+            if len(buffer) >= self._wake_len:
+                self._wake_len = _NEVER
                 self._wake()
         else:
             self._count("dropped")
@@ -440,7 +460,7 @@ class TelemetryStream:
             return
         self._closing = True
         self._install(closed=True)
-        self._parked = False
+        self._wake_len = _NEVER
         self._wake()
 
     async def aclose(self, timeout: float = 5.0) -> bool:
@@ -512,8 +532,15 @@ class TelemetryStream:
         session = self._attach(loop)
         reader = loop.create_task(self._read_controls(request_iterator, session))
         last_totals = None
+        linger_ns = int(self.max_delay * 1e9)
+        full = max_batch if batched else _STOCK_CHUNK
         try:
             while not session.ended:
+                if linger_ns and not self._closing:
+                    wait = self._linger_for(linger_ns, full)
+                    if wait > 0.0:
+                        await self._park(loop, session, want=full, timeout=wait)
+                        continue
                 if batched:
                     frame, count, totals = self._take_batch(max_batch)
                     if count:
@@ -527,7 +554,8 @@ class TelemetryStream:
                         continue
                 if self._closing:
                     break
-                woke = await self._park(loop, session, batched)
+                interval = self.totals_interval if batched else 0.0
+                woke = await self._park(loop, session, want=1, timeout=interval)
                 if woke == "timeout" and batched:
                     totals = self._totals()
                     if totals != last_totals:
@@ -542,17 +570,37 @@ class TelemetryStream:
                 session.in_flight = 0
             self._detach(session)
 
-    async def _park(self, loop: asyncio.AbstractEventLoop, session: _Session, batched: bool) -> str:
+    def _linger_for(self, linger_ns: int, full: int) -> float:
+        """Seconds to wait before taking a frame: 0 when nothing is buffered
+        (the consumer parks for the first event), a batch is full, or the
+        oldest event has waited ``max_delay``."""
+        carry, buffer = self._carry, self._buffer
+        pending = len(carry) + len(buffer)
+        if pending == 0 or pending >= full:
+            return 0.0
+        try:
+            oldest = carry[0][3] if carry else buffer[0][3]
+        except IndexError:  # taken meanwhile (a replaced stream's last turn)
+            return 0.0
+        # Bounded by max_delay whatever the wall clock did since the emit.
+        left = min(oldest + linger_ns - _time_ns(), linger_ns)
+        return left / 1e9 if left > 200_000 else 0.0
+
+    async def _park(
+        self, loop: asyncio.AbstractEventLoop, session: _Session, *, want: int, timeout: float
+    ) -> str:
+        """Waits until ``want`` events are buffered, ``timeout`` seconds pass
+        (``0``: no limit) or the session ends."""
         waiter: asyncio.Future[str] = loop.create_future()
         session.waiter = waiter
-        self._parked = True
-        # An emit may have appended between our empty take and `_parked = True`.
-        if self._buffer or self._carry or session.ended or self._closing:
+        self._wake_len = want
+        # An emit may have appended between our last look and setting _wake_len.
+        if len(self._buffer) + len(self._carry) >= want or session.ended or self._closing:
             self._unpark(session)
             return "event"
         timer = None
-        if batched and self.totals_interval > 0:
-            timer = loop.call_later(self.totals_interval, _resolve, waiter, "timeout")
+        if timeout > 0:
+            timer = loop.call_later(timeout, _resolve, waiter, "timeout")
         try:
             return await waiter
         finally:
@@ -562,9 +610,9 @@ class TelemetryStream:
 
     def _unpark(self, session: _Session) -> None:
         session.waiter = None
-        # A replaced session must not clear the flag of the one that replaced it.
+        # A replaced session must not clear the wish of the one that replaced it.
         if self._session is session:
-            self._parked = False
+            self._wake_len = _NEVER
 
     def _take(self, limit: int) -> list[tuple[str, dict, dict, int, str | None]]:
         with self._lock:
@@ -659,7 +707,7 @@ class TelemetryStream:
         session.end(session.reason or "finished")
         if self._session is session:
             self._session = None
-            self._parked = False
+            self._wake_len = _NEVER
         _resolve(session.done, None)
 
     async def _read_controls(self, request_iterator: Any, session: _Session) -> None:
