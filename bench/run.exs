@@ -155,6 +155,16 @@ paced =
       Cases.paced([100, 1_000, 10_000], ms.(3_000), ms.(8_000), max_delay_ms)
     end)
 
+# Last, as it cannot be undone in this VM: bare execute once handlers are
+# persisted (:telemetry.persist/0, telemetry >= 1.4), so the cases above all
+# ran with the default dispatch.
+bare_pt =
+  (on?.("b") or on?.("a")) and function_exported?(:telemetry, :persist, 0) &&
+    run.("(b) bare :telemetry.execute/3, persisted", fn ->
+      :ok = apply(:telemetry, :persist, [])
+      Cases.bare_execute(window)
+    end)
+
 ## Figures (a figure whose case did not run is left out)
 
 get = fn map, key -> if is_map(map), do: Map.get(map, key) end
@@ -171,6 +181,7 @@ proc_ns = fn r, groups ->
 end
 
 bare_proc_ns = proc_ns.(bare, [:beam_schedulers, :beam_dirty_cpu])
+bare_pt_proc_ns = proc_ns.(bare_pt, [:beam_schedulers, :beam_dirty_cpu])
 head_n = if 16 in stream_counts, do: 16, else: List.last(stream_counts)
 head = tp[{:batched, head_n}]
 head_id = "a#{Enum.find_index(stream_counts, &(&1 == head_n)) + 1}"
@@ -200,6 +211,13 @@ b_figs =
         bare_eps,
         :eps,
         "(b) bare execute"
+      ),
+      Report.figure(
+        "b3",
+        "bare :telemetry.execute/3 events/s, handlers persisted",
+        get.(bare_pt, :events_per_s),
+        :eps,
+        "(b) bare execute, persisted"
       )
     ] ++
       if head do
@@ -264,6 +282,29 @@ c_figs =
         bare_proc_ns,
         :ns,
         "(b) bare execute"
+      ),
+      Report.figure(
+        "c6",
+        "the same, handlers persisted (:telemetry.persist/0)",
+        bare_pt_proc_ns,
+        :ns,
+        "(b) bare execute, persisted"
+      ),
+      Report.figure(
+        "c7",
+        "c4 / c5: per-event cost against bare execute, not persisted",
+        ratio.(proc_ns.(head, [:beam_schedulers, :beam_dirty_cpu]), bare_proc_ns),
+        :ratio,
+        tp_key.(:batched, head_n),
+        target: {:le, 2.0}
+      ),
+      Report.figure(
+        "c8",
+        "c4 / c6: per-event cost against bare execute, persisted",
+        ratio.(proc_ns.(head, [:beam_schedulers, :beam_dirty_cpu]), bare_pt_proc_ns),
+        :ratio,
+        tp_key.(:batched, head_n),
+        note: "c4 ran with the default (not persisted) dispatch"
       )
     ]
   else
@@ -524,7 +565,7 @@ h_figs =
 figures = a_figs ++ b_figs ++ c_figs ++ d_figs ++ e_figs ++ f_figs ++ g_figs ++ h_figs
 
 setups =
-  [{mem_key, mem}, {"(b) bare execute", bare}] ++
+  [{mem_key, mem}, {"(b) bare execute", bare}, {"(b) bare execute, persisted", bare_pt}] ++
     for(
       {rpc, n} <- for(r <- [:batched, :stock], n <- stream_counts, do: {r, n}),
       do: {tp_key.(rpc, n), tp[{rpc, n}]}

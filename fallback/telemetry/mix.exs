@@ -10,7 +10,7 @@ defmodule Telemetry.Fallback.MixProject do
   def project do
     [
       app: :telemetry,
-      version: "1.3.0",
+      version: "1.4.1",
       elixir: "~> 1.11",
       language: :erlang,
       compilers: [:erlang, :app],

@@ -1,7 +1,7 @@
 %% @doc Dynamic dispatching of events to attached handler functions.
 %%
 %% This is a local, independently written implementation of the public API of
-%% the `telemetry' 1.x library (version 1.3.0), used where Hex is not
+%% the `telemetry' 1.x library (version 1.4.1), used where Hex is not
 %% available. Code written against `telemetry' works unchanged with it:
 %%
 %% <ul>
@@ -11,7 +11,8 @@
 %%       that event name is called, in the emitting process;</li>
 %%   <li>{@link span/3} wraps a function in `start' and `stop'/`exception'
 %%       events;</li>
-%%   <li>{@link detach/1} and {@link list_handlers/1} manage the registry.</li>
+%%   <li>{@link detach/1} and {@link list_handlers/1} manage the registry;</li>
+%%   <li>{@link persist/0} makes dispatch faster once handlers are attached.</li>
 %% </ul>
 %%
 %% A handler that raises, throws or exits is detached, a
@@ -22,6 +23,7 @@
 -export([attach/4,
          attach_many/4,
          detach/1,
+         persist/0,
          list_handlers/1,
          execute/2,
          execute/3,
@@ -108,6 +110,19 @@ attach_many(HandlerId, EventNames, Function, Config) when is_function(Function, 
 -spec detach(handler_id()) -> ok | {error, not_found}.
 detach(HandlerId) ->
     telemetry_handler_table:delete(HandlerId).
+
+%% @doc Moves the handlers into `persistent_term' for faster dispatch.
+%%
+%% From then on {@link execute/3} reads the handlers without an ETS lookup
+%% and without copying them. Attaching and detaching still work afterwards,
+%% but each such write replaces the persistent term, which makes every
+%% process that read the old one copy it (a global garbage collection pass):
+%% call it once, after the handlers of the application are attached at
+%% start-up, and avoid attaching or detaching often after that. Calling it
+%% again does nothing. Always returns `ok'.
+-spec persist() -> ok.
+persist() ->
+    telemetry_handler_table:persist().
 
 %% @doc Lists the handlers attached to event names starting with `EventPrefix'.
 %%

@@ -8,6 +8,9 @@
 
 -define(TELEMETRY_TABLE, telemetry_handler_table).
 
+%% After telemetry:persist/0: #{EventName => [#handler{}]} in persistent_term.
+-define(PERSISTED_KEY, {telemetry, persisted_handlers}).
+
 -record(handler, {id :: telemetry:handler_id(),
                   event_name :: telemetry:event_name(),
                   function :: telemetry:handler_function(),

@@ -9,11 +9,19 @@
 %%
 %% Besides the table, the server keeps a map from handler ID to the rows
 %% stored for it, so that detaching never needs to scan the whole table.
+%%
+%% After persist/0 the handlers are also kept in `persistent_term' as a map
+%% from event name to rows, and readers use it (no ETS lookup, no copy).
+%% Later writes still go through the server, which updates the table and
+%% then replaces the persistent term: a global GC pass each time, which is
+%% why writes after persist are discouraged. The term is erased when the
+%% server stops or starts.
 -module(telemetry_handler_table).
 
 -behaviour(gen_server).
 
 -export([start_link/0,
+         persist/0,
          insert/4,
          delete/1,
          list_for_event/1,
@@ -44,13 +52,31 @@ insert(HandlerId, EventNames, Function, Config) ->
 delete(HandlerId) ->
     gen_server:call(?MODULE, {detach, HandlerId}).
 
-%% Hot path: a single ETS read in the caller's process.
+%% Moves dispatch to persistent_term (idempotent). `ok' also when the
+%% application is not running (nothing to persist).
+-spec persist() -> ok.
+persist() ->
+    try
+        gen_server:call(?MODULE, persist)
+    catch
+        exit:{noproc, _} -> ok
+    end.
+
+%% Hot path: one persistent_term read, then a map or ETS lookup, in the
+%% caller's process.
 -spec list_for_event(telemetry:event_name()) -> [#handler{}].
 list_for_event(EventName) ->
-    try
-        ets:lookup(?TELEMETRY_TABLE, EventName)
-    catch
-        error:badarg -> not_started()
+    case persistent_term:get(?PERSISTED_KEY, undefined) of
+        undefined ->
+            try
+                ets:lookup(?TELEMETRY_TABLE, EventName)
+            catch
+                error:badarg -> not_started()
+            end;
+        #{EventName := Rows} ->
+            Rows;
+        #{} ->
+            []
     end.
 
 -spec list_by_prefix(telemetry:event_prefix()) -> [#handler{}].
@@ -68,6 +94,10 @@ list_by_prefix(Prefix) ->
 %% gen_server callbacks
 
 init([]) ->
+    %% terminate/2 must run on shutdown to erase the persisted handlers; a
+    %% term left by a server that was killed is stale: erase it here too.
+    process_flag(trap_exit, true),
+    _ = persistent_term:erase(?PERSISTED_KEY),
     _ = ets:new(?TELEMETRY_TABLE, [named_table,
                                    protected,
                                    duplicate_bag,
@@ -85,16 +115,31 @@ handle_call({attach, HandlerId, EventNames, Function, Config}, _From, ById) ->
                              function = Function,
                              config = Config} || EventName <- EventNames],
             true = ets:insert(?TELEMETRY_TABLE, Rows),
+            republish(EventNames),
             {reply, ok, remember(HandlerId, Rows, ById)}
     end;
 handle_call({detach, HandlerId}, _From, ById) ->
     case maps:take(HandlerId, ById) of
         {Rows, Rest} ->
             lists:foreach(fun(Row) -> ets:delete_object(?TELEMETRY_TABLE, Row) end, Rows),
+            republish([Row#handler.event_name || Row <- Rows]),
             {reply, ok, Rest};
         error ->
             {reply, {error, not_found}, ById}
     end;
+handle_call(persist, _From, ById) ->
+    case persistent_term:get(?PERSISTED_KEY, undefined) of
+        undefined ->
+            Map = lists:foldl(fun(Row, Acc) ->
+                                      maps:update_with(Row#handler.event_name,
+                                                       fun(Rows) -> [Row | Rows] end,
+                                                       [Row], Acc)
+                              end, #{}, ets:tab2list(?TELEMETRY_TABLE)),
+            persistent_term:put(?PERSISTED_KEY, Map);
+        _ ->
+            ok
+    end,
+    {reply, ok, ById};
 handle_call(_Other, _From, ById) ->
     {reply, {error, unsupported}, ById}.
 
@@ -105,12 +150,30 @@ handle_info(_Msg, ById) ->
     {noreply, ById}.
 
 terminate(_Reason, _ById) ->
+    _ = persistent_term:erase(?PERSISTED_KEY),
     ok.
 
 code_change(_OldVsn, ById, _Extra) ->
     {ok, ById}.
 
 %% Internal
+
+%% Once persisted, a write replaces the persistent map's entries for the
+%% event names it touched (the table is the source of truth).
+republish(EventNames) ->
+    case persistent_term:get(?PERSISTED_KEY, undefined) of
+        undefined ->
+            ok;
+        Map ->
+            New = lists:foldl(fun(EventName, Acc) ->
+                                      case ets:lookup(?TELEMETRY_TABLE, EventName) of
+                                          [] -> maps:remove(EventName, Acc);
+                                          Rows -> Acc#{EventName => Rows}
+                                      end
+                              end, Map, EventNames),
+            New =:= Map orelse persistent_term:put(?PERSISTED_KEY, New),
+            ok
+    end.
 
 %% An attach with no event names stores nothing, so it does not reserve the ID.
 remember(_HandlerId, [], ById) -> ById;

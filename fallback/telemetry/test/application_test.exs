@@ -2,7 +2,7 @@ defmodule TelemetryFallback.ApplicationTest do
   use TelemetryFallback.Case, async: false
 
   test "the application runs a supervisor owning the handler table process" do
-    assert {:ok, ~c"1.3.0"} = :application.get_key(:telemetry, :vsn)
+    assert {:ok, ~c"1.4.1"} = :application.get_key(:telemetry, :vsn)
     assert {:ok, {:telemetry_app, []}} = :application.get_key(:telemetry, :mod)
 
     sup = Process.whereis(:telemetry_sup)

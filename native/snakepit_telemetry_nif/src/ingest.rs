@@ -396,10 +396,12 @@ impl Task {
                 }
             }
         }
-        self.dispatcher.send_batch()?;
+        // Counted before the send: a handler that has an event must find it
+        // in stream_stats (the owner may run before this thread goes on).
         let stats = &self.shared.stats;
         StreamStats::add(&stats.events_delivered, n as u64);
         StreamStats::add(&stats.batches_sent, 1);
+        self.dispatcher.send_batch()?;
         Ok(())
     }
 

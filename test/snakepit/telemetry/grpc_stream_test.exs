@@ -66,8 +66,9 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
       w = start_registered(id)
       emit(w, %{count: 3, measurements: %{bytes: 7, custom_gauge: 1.5}, metadata: %{tool: "t"}})
 
+      # Only this worker's events: async tests run other workers meanwhile.
       for _ <- 1..3 do
-        assert_receive {@result_size, _, measurements, meta}, 5_000
+        assert_receive {@result_size, _, measurements, %{worker_id: ^id} = meta}, 5_000
         assert measurements == %{:bytes => 7, "custom_gauge" => 1.5}
         assert %{tool: "t", worker_id: ^id, pool_name: :test_pool, node: node} = meta
         assert node == node()
@@ -103,12 +104,12 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
 
       ExUnit.CaptureLog.capture_log(fn ->
         emit(w, %{count: 2})
-        assert_receive {@result_size, _, _, _}, 5_000
-        assert_receive {@result_size, _, _, _}, 5_000
+        assert_receive {@result_size, _, _, %{worker_id: ^id}}, 5_000
+        assert_receive {@result_size, _, _, %{worker_id: ^id}}, 5_000
       end)
 
       emit(w, %{count: 1})
-      assert_receive {@result_size, _, _, _}, 5_000
+      assert_receive {@result_size, _, _, %{worker_id: ^id}}, 5_000
     end
   end
 
@@ -120,12 +121,12 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
       # Marked, because the polling calls above emit result_size events of
       # their own, and one sent before the rate applied may still arrive.
       emit(w, %{count: 20, measurements: %{bytes: 424_242}})
-      refute_receive {@result_size, _, %{bytes: 424_242}, _}, 300
+      refute_receive {@result_size, _, %{bytes: 424_242}, %{worker_id: ^id}}, 300
 
       assert :ok = GrpcStream.update_sampling(id, 1.0)
       wait_for_state(w, &(&1["sampling_rate"] == 1.0))
       emit(w, %{count: 1})
-      assert_receive {@result_size, _, _, _}, 5_000
+      assert_receive {@result_size, _, _, %{worker_id: ^id}}, 5_000
     end
 
     test "sampling with patterns affects only matching events", %{worker_id: id} do
@@ -146,12 +147,12 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
       wait_for_state(w, &(&1["enabled"] == false))
       # Marked: a polling call's own result_size may still be in flight.
       emit(w, %{count: 5, measurements: %{bytes: 424_242}})
-      refute_receive {@result_size, _, %{bytes: 424_242}, _}, 300
+      refute_receive {@result_size, _, %{bytes: 424_242}, %{worker_id: ^id}}, 300
 
       assert :ok = GrpcStream.toggle(id, true)
       wait_for_state(w, &(&1["enabled"] == true))
       emit(w, %{count: 1})
-      assert_receive {@result_size, _, _, _}, 5_000
+      assert_receive {@result_size, _, _, %{worker_id: ^id}}, 5_000
     end
 
     test "allow and deny filters, deny wins", %{worker_id: id} do
