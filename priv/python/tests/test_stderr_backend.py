@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import sys
 import threading
 import time
@@ -215,3 +216,45 @@ def test_many_threads_never_interleave_lines() -> None:
         "encode_errors": 0,
         "write_errors": 0,
     }
+
+
+def test_the_fast_line_is_byte_for_byte_what_json_writes() -> None:
+    import json
+    import random
+
+    from snakepit_bridge.telemetry.backends import stderr
+
+    rng = random.Random(1234)
+    texts = [
+        "",
+        "a",
+        "tool.execution",
+        'q"uote',
+        "back\\slash",
+        "new\nline",
+        "é→𝄞",
+        "\x00\x1f",
+        "\ud800",
+    ]
+    numbers = [0, -1, 2**70, -(2**63), 1.5, -0.0, 1e300, 5e-324, 1e16, 0.1 + 0.2]
+    encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+    for _ in range(3000):
+        name = rng.choice(texts) + rng.choice(texts)
+        measurements = {rng.choice(texts): rng.choice(numbers) for _ in range(rng.randrange(4))}
+        metadata = {rng.choice(texts): rng.choice(texts) for _ in range(rng.randrange(4))}
+        cid = rng.choice([None, *texts])
+        ts = rng.randrange(2**63)
+        fast = stderr._fast_line(name, measurements, metadata, ts, cid)
+        payload = {
+            "event": name,
+            "measurements": measurements,
+            "metadata": metadata,
+            "timestamp_ns": ts,
+            "correlation_id": cid,
+        }
+        assert fast == stderr.PREFIX + encode(payload) + "\n"
+    # Anything else takes the json path (or is refused there).
+    assert stderr._fast_line("a", {"x": True}, {}, 1, None) is None
+    assert stderr._fast_line("a", {"x": math.nan}, {}, 1, None) is None
+    assert stderr._fast_line("a", {}, {"k": 1}, 1, None) is None
+    assert stderr._fast_line("a", {1: 1}, {}, 1, None) is None

@@ -20,10 +20,11 @@ read)::
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from .base import TelemetryBackend
 
@@ -33,6 +34,52 @@ __all__ = ["PREFIX", "StderrBackend"]
 PREFIX = "TELEMETRY:"
 
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_quote = json.encoder.encode_basestring_ascii  # the json module's own (C) escaping
+_int_repr = int.__repr__
+_float_repr = float.__repr__
+_isfinite = math.isfinite
+
+
+def _fast_line(
+    event_name: str,
+    measurements: dict[Any, Any],
+    metadata: dict[Any, Any],
+    timestamp_ns: int,
+    correlation_id: str | None,
+) -> str | None:
+    """The line ``json`` would write, built directly for the usual types (str
+    keys and names, int/float measurements, str metadata): the same escaping
+    and number forms at about half the cost. ``None`` for anything else, which
+    then takes the ``json`` path."""
+    if type(event_name) is not str:
+        return None
+    parts = []
+    for key, value in measurements.items():
+        kind = type(value)
+        if type(key) is not str:
+            return None
+        if kind is int:
+            parts.append(_quote(key) + ":" + _int_repr(value))
+        elif kind is float and _isfinite(value):
+            parts.append(_quote(key) + ":" + _float_repr(value))
+        else:
+            return None
+    meta = []
+    for key, value in metadata.items():
+        if type(key) is not str or type(value) is not str:
+            return None
+        meta.append(_quote(key) + ":" + _quote(value))
+    if correlation_id is None:
+        cid = "null"
+    elif type(correlation_id) is str:
+        cid = _quote(correlation_id)
+    else:
+        return None
+    return (
+        f'{PREFIX}{{"event":{_quote(event_name)},"measurements":{{{",".join(parts)}}},'
+        f'"metadata":{{{",".join(meta)}}},"timestamp_ns":{timestamp_ns},'
+        f'"correlation_id":{cid}}}\n'
+    )
 
 
 class StderrBackend(TelemetryBackend):
@@ -60,19 +107,22 @@ class StderrBackend(TelemetryBackend):
         correlation_id: str | None,
     ) -> None:
         """Writes one line and flushes; never raises."""
-        payload = {
-            "event": event_name,
-            "measurements": measurements,
-            "metadata": metadata,
-            "timestamp_ns": time.time_ns(),
-            "correlation_id": correlation_id,
-        }
-        try:
-            line = PREFIX + _encode(payload) + "\n"
-        except Exception:
-            with self._lock:
-                self._encode_errors += 1
-            return
+        timestamp_ns = time.time_ns()
+        line = _fast_line(event_name, measurements, metadata, timestamp_ns, correlation_id)
+        if line is None:
+            payload = {
+                "event": event_name,
+                "measurements": measurements,
+                "metadata": metadata,
+                "timestamp_ns": timestamp_ns,
+                "correlation_id": correlation_id,
+            }
+            try:
+                line = PREFIX + _encode(payload) + "\n"
+            except Exception:
+                with self._lock:
+                    self._encode_errors += 1
+                return
         with self._lock:
             stream = sys.stderr if self._stream is None else self._stream
             try:
