@@ -36,7 +36,7 @@ out = opts[:out] || "_build/bench/report.json"
 sections = String.split(opts[:only] || "a,b,d,e,f,g,h", ",", trim: true)
 on? = &(&1 in sections)
 ints = fn text -> text |> String.split(",", trim: true) |> Enum.map(&String.to_integer/1) end
-stream_counts = ints.(opts[:streams] || "1,16,256")
+stream_counts = ints.(opts[:streams] || "1,16,64,256")
 
 rpcs =
   (opts[:rpcs] || "batched,stock")
@@ -59,7 +59,7 @@ started = System.monotonic_time(:millisecond)
 
 warmup = ms.(2_000)
 window = ms.(5_000)
-idle_streams = 256
+idle_streams = 1_024
 
 machine =
   "#{System.schedulers_online()} cores, OTP #{System.otp_release()} " <>
