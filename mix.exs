@@ -22,7 +22,7 @@ defmodule SnakepitTelemetry.MixProject do
 
   def application do
     [
-      extra_applications: [:logger, :crypto],
+      extra_applications: [:logger, :crypto, :public_key],
       mod: {Snakepit.Telemetry.Application, []}
     ]
   end

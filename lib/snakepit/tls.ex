@@ -58,6 +58,9 @@ defmodule Snakepit.TLS do
     with {:ok, ca} <- pem(opts, :ca),
          {:ok, cert} <- pem(opts, :cert),
          {:ok, key} <- pem(opts, :key),
+         :ok <- holds(:ca, ca, &certificate?/1),
+         :ok <- holds(:cert, cert, &certificate?/1),
+         :ok <- holds(:key, key, &private_key?/1),
          {:ok, name} <- server_name(opts[:server_name]) do
       cond do
         ca == nil -> invalid("ca_file (or ca) is required")
@@ -87,6 +90,29 @@ defmodule Snakepit.TLS do
       {:error, reason} -> invalid({option, :file.format_error(reason) |> to_string()})
     end
   end
+
+  # What each PEM must hold, checked here so a wrong file is an error at
+  # once, not a stream that never connects.
+  defp holds(_what, nil, _kind), do: :ok
+
+  defp holds(what, text, kind) do
+    entries =
+      try do
+        :public_key.pem_decode(text)
+      rescue
+        _ -> []
+      end
+
+    if entries != [] and Enum.all?(entries, kind),
+      do: :ok,
+      else:
+        invalid({what, "not a PEM #{if what == :key, do: "private key", else: "certificate"}"})
+  end
+
+  defp certificate?({:Certificate, _, _}), do: true
+  defp certificate?(_), do: false
+
+  defp private_key?({type, _, _}), do: type in [:RSAPrivateKey, :ECPrivateKey, :PrivateKeyInfo]
 
   defp server_name(nil), do: {:ok, nil}
 

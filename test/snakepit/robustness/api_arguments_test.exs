@@ -90,13 +90,18 @@ defmodule Snakepit.Robustness.ApiArgumentsTest do
       :ok = GrpcStream.unregister_worker("ok")
     end
 
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
     for bad <- [
           [ca: 1],
           [ca_file: "/nonexistent"],
           [cert: "x"],
           [bogus: 1],
           :tls,
-          [ca: "x", key: "k"]
+          [ca: "x", key: "k"],
+          [ca: "not a pem"],
+          [ca: "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n"],
+          [ca: pem, cert: pem, key: pem]
         ] do
       assert {:error, {:invalid_option, {:tls, _}}} =
                GrpcStream.register_worker("127.0.0.1:1", %{worker_id: "ok"}, tls: bad)
