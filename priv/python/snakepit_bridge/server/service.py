@@ -31,11 +31,10 @@ from snakepit_bridge.server.codec import (
     head_utf8,
     tail_utf8,
 )
+from snakepit_bridge.telemetry.context import CORRELATION_HEADER
 from snakepit_bridge.telemetry.span import MAX_ERROR_MESSAGE_BYTES
 from snakepit_bridge.telemetry.stream import TelemetryStream
 
-#: gRPC metadata key that carries the correlation id.
-CORRELATION_HEADER = "x-snakepit-correlation-id"
 #: The traceback of ``python.error.occurred`` keeps this many trailing UTF-8 bytes.
 MAX_TRACEBACK_BYTES = MAX_ERROR_MESSAGE_BYTES
 

@@ -23,7 +23,10 @@ Public API:
   gRPC worker installs :class:`~.backends.grpc.GrpcBackend` feeding a
   :class:`TelemetryStream`, see :mod:`.stream`);
 * :func:`current_correlation_id`, :func:`use_correlation_id` -- the correlation
-  id that ``emit`` uses by default;
+  id that ``emit`` uses by default; the reference package's helpers on the same
+  id: :data:`CORRELATION_HEADER`, :func:`new_correlation_id`,
+  :func:`set_correlation_id`, :func:`reset_correlation_id`,
+  :func:`get_correlation_id`, :func:`outgoing_metadata`, :func:`correlation_filter`;
 * :func:`stats` -- what the helpers dropped (see :mod:`.stats`).
 
 Value coercion rules are in :mod:`snakepit_bridge.telemetry.coerce`.
@@ -32,21 +35,38 @@ Value coercion rules are in :mod:`snakepit_bridge.telemetry.coerce`.
 from __future__ import annotations
 
 from .backends.base import TelemetryBackend
-from .context import current_correlation_id, use_correlation_id
+from .context import (
+    CORRELATION_HEADER,
+    correlation_filter,
+    current_correlation_id,
+    get_correlation_id,
+    new_correlation_id,
+    outgoing_metadata,
+    reset_correlation_id,
+    set_correlation_id,
+    use_correlation_id,
+)
 from .emitter import emit
 from .manager import get_backend, is_enabled, set_backend
 from .span import Span, span
 from .stats import snapshot as stats
 
 __all__ = [
+    "CORRELATION_HEADER",
     "Span",
     "TelemetryBackend",
     "TelemetryStream",
+    "correlation_filter",
     "current_correlation_id",
     "emit",
     "get_backend",
+    "get_correlation_id",
     "is_enabled",
+    "new_correlation_id",
+    "outgoing_metadata",
+    "reset_correlation_id",
     "set_backend",
+    "set_correlation_id",
     "span",
     "stats",
     "use_correlation_id",

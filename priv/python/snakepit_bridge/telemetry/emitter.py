@@ -7,7 +7,7 @@ from typing import Any
 
 from . import manager, stats
 from .coerce import coerce_measurements, coerce_metadata
-from .context import get_correlation_id
+from .context import current
 
 __all__ = ["emit"]
 
@@ -42,7 +42,7 @@ def emit(
         return
     try:
         if correlation_id is None:
-            correlation_id = get_correlation_id()
+            correlation_id = current()
         elif type(correlation_id) is not str:
             correlation_id = str(correlation_id)
         backend.emit(

@@ -11,7 +11,7 @@ from typing import Any
 from snakepit_bridge import catalog
 
 from .coerce import coerce_metadata
-from .context import get_correlation_id, reset_correlation_id, set_correlation_id
+from .context import current, reset_correlation_id, set_correlation_id
 from .emitter import emit
 
 __all__ = ["Span", "span"]
@@ -106,7 +106,7 @@ class Span:
         if self._start_ns is not None:
             raise RuntimeError("a span can be entered only once")
         if self._correlation_id is None:
-            self._correlation_id = get_correlation_id()
+            self._correlation_id = current()
         else:
             self._token = set_correlation_id(self._correlation_id)
         start = self._start_measurements
