@@ -276,8 +276,11 @@ class _Client:
                 return
 
     async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()  # half-close: the server ends the stream cleanly
-        with contextlib.suppress(Exception):
+        self.stop.set()
+        # A half-close leaves the stream open (as the reference worker):
+        # cancelling the call is how a client leaves.
+        self.call.cancel()
+        with contextlib.suppress(BaseException):
             await asyncio.wait_for(self.reader, 5)
         self.reader.cancel()
         await self.channel.close()
