@@ -276,11 +276,8 @@ class _Client:
                 return
 
     async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()
-        # A half-close leaves the stream open (as the reference worker):
-        # cancelling the call is how a client leaves.
-        self.call.cancel()
-        with contextlib.suppress(BaseException):
+        self.stop.set()  # half-close: the server ends the stream cleanly
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(self.reader, 5)
         self.reader.cancel()
         await self.channel.close()

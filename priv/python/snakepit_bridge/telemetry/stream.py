@@ -50,10 +50,9 @@ gRPC server's event loop)
       and the new one receives everything still buffered. That is what a
       reconnecting client needs: the old server-side call may linger until
       HTTP/2 notices the broken connection, and it must not keep the events.
-    * A client that half-closes its control stream (or sends no control at
-      all) keeps receiving events, as with the reference worker; the stream
-      ends when the call is cancelled (the client went away), fails, is
-      replaced, or on :meth:`close`, and its end stops the control reader.
+    * When either side ends, both close: the request stream ending (the client
+      half-closed or went away) ends the response stream, and the response
+      stream ending (replacement, :meth:`close`, cancellation) stops the reader.
       Events still buffered then stay for the next stream.
     * :meth:`close` lets the attached stream send everything buffered, then ends
       it; later emits are counted as dropped and later streams are refused with
@@ -712,6 +711,7 @@ class TelemetryStream:
         _resolve(session.done, None)
 
     async def _read_controls(self, request_iterator: Any, session: _Session) -> None:
+        reason = "request stream ended"
         try:
             async for control in request_iterator:
                 if session.ended:
@@ -723,10 +723,8 @@ class TelemetryStream:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the RPC broke
-            session.end(f"request stream failed: {exc!r}")
-        # A half-close (the client sends no more controls) leaves the events
-        # flowing, as the reference worker does; a client that goes away
-        # cancels the call, which ends the session.
+            reason = f"request stream failed: {exc!r}"
+        session.end(reason)
 
 
 async def _send_headers(context: Any) -> None:
