@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -170,3 +171,23 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
 
 def json_any(value: Any) -> Any:
     return grpc_server.encode_json(value)
+
+
+def run(coro):  # noqa: ANN001, ANN201
+    """Runs a test's coroutine with a 20 s bound."""
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def request(tool_name: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
+    """An ``ExecuteToolRequest`` with JSON-encoded ``params``."""
+    return pb.ExecuteToolRequest(
+        tool_name=tool_name,
+        parameters={k: json_any(v) for k, v in (params or {}).items()},
+        **kw,
+    )
+
+
+def result_of(response: pb.ExecuteToolResponse) -> Any:
+    """The decoded JSON result of a successful call."""
+    assert response.result.type_url == grpc_server.JSON_TYPE_URL
+    return json.loads(response.result.value)

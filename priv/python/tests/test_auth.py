@@ -3,14 +3,13 @@ interceptor that refuses every RPC without it."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
 
 import grpc
 import pytest
-from bridge_harness import TOKEN, Controls, bearer, read_batches, serving, toggle
+from bridge_harness import TOKEN, Controls, bearer, read_batches, run, serving, toggle
 from conftest import PYTHON_ROOT, subprocess_env
 
 from snakepit_bridge.proto import snakepit_bridge_pb2 as pb
@@ -18,10 +17,6 @@ from snakepit_bridge.proto import snakepit_bridge_pb2_grpc as pb_grpc
 from snakepit_bridge.server import auth
 
 SERVER = PYTHON_ROOT / "grpc_server.py"
-
-
-def run(coro):  # noqa: ANN001, ANN201
-    return asyncio.run(asyncio.wait_for(coro, 20))
 
 
 # --- the token ----------------------------------------------------------------------

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,44 +23,20 @@ from bridge_harness import (
     TOKEN,
     Controls,
     authed_channel,
-    json_any,
     name,
     read_events,
+    request,
+    result_of,
+    run,
     toggle,
 )
 from conftest import PYTHON_ROOT, subprocess_env
 
-import grpc_server
-from snakepit_bridge import tools
 from snakepit_bridge.proto import snakepit_bridge_pb2 as pb
 from snakepit_bridge.proto import snakepit_bridge_pb2_grpc as pb_grpc
 
 SERVER = PYTHON_ROOT / "grpc_server.py"
 READY = re.compile(r'^SNAKEPIT_READY \{"port": (\d+), "pid": (\d+)\}$')
-
-
-def run(coro):  # noqa: ANN001, ANN201
-    return asyncio.run(asyncio.wait_for(coro, 20))
-
-
-def request(tool_name: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
-    return pb.ExecuteToolRequest(
-        tool_name=tool_name,
-        parameters={k: json_any(v) for k, v in (params or {}).items()},
-        **kw,
-    )
-
-
-def result_of(response: pb.ExecuteToolResponse) -> Any:
-    assert response.result.type_url == grpc_server.JSON_TYPE_URL
-    return json.loads(response.result.value)
-
-
-@pytest.fixture
-def echo_tool() -> Iterator[None]:
-    tools.register("test_echo", lambda params, ctx: {"params": params, "cid": ctx.correlation_id})
-    yield
-    tools.REGISTRY.pop("test_echo", None)
 
 
 # --- the worker process -------------------------------------------------------------------

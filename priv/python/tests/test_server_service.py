@@ -18,10 +18,12 @@ import grpc
 import pytest
 from bridge_harness import (
     Controls,
-    json_any,
     measurements,
     name,
     read_events,
+    request,
+    result_of,
+    run,
     serving,
     toggle,
     wait_until,
@@ -36,23 +38,6 @@ from snakepit_bridge.telemetry.stream import TelemetryStream
 
 SERVER = PYTHON_ROOT / "grpc_server.py"
 READY = re.compile(r'^SNAKEPIT_READY \{"port": (\d+), "pid": (\d+)\}$')
-
-
-def run(coro):  # noqa: ANN001, ANN201
-    return asyncio.run(asyncio.wait_for(coro, 20))
-
-
-def request(tool_name: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
-    return pb.ExecuteToolRequest(
-        tool_name=tool_name,
-        parameters={k: json_any(v) for k, v in (params or {}).items()},
-        **kw,
-    )
-
-
-def result_of(response: pb.ExecuteToolResponse) -> Any:
-    assert response.result.type_url == grpc_server.JSON_TYPE_URL
-    return json.loads(response.result.value)
 
 
 @pytest.fixture
