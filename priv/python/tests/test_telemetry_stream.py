@@ -678,6 +678,32 @@ def test_the_emitting_thread_wakes_the_loop_only_when_it_must() -> None:
     run(main())
 
 
+def test_a_busy_stream_takes_the_next_events_on_a_timer_without_a_wake() -> None:
+    async def main() -> None:
+        stream = TelemetryStream(max_delay=1.0)
+        wakes = []
+        real_wake = stream._wake
+        stream._wake = lambda: (wakes.append(1), real_wake())  # type: ignore[method-assign]
+        async with serving(stream, max_batch=100) as h:
+            call = h.stub.StreamTelemetryBatched(Controls())
+            await call.initial_metadata()
+            await wait_until(lambda: stream._wake_len == 1)
+            for i in range(3):
+                telemetry.emit("a.b", {"n": i}, MD)
+            (first,) = await read_batches(call, 3)
+            # A frame of several events: the stream waits one max_delay for
+            # more (a timer) rather than parking for a wake per frame.
+            await wait_until(lambda: stream._wake_len == 100)
+            for i in range(3, 5):
+                telemetry.emit("a.b", {"n": i}, MD)
+            (second,) = await read_batches(call, 2)
+            assert [measurements(e)["n"] for e in second.events] == [3, 4]
+            assert len(first.events) == 3 and len(wakes) == 1
+            call.cancel()
+
+    run(main())
+
+
 def test_max_delay_is_bounded() -> None:
     for bad in (-0.001, 10.5, math.nan):
         with pytest.raises(ValueError):

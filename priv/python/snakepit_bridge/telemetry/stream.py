@@ -37,6 +37,9 @@ gRPC server's event loop)
       (5 ms by default; ``0`` sends at once). At steady rates that turns one gRPC
       message, one HTTP/2 frame and one wake-up per event on both sides into one
       per ``max_delay``; an event waits at most ``max_delay`` plus a loop turn.
+      After a frame of several events the stream is busy: it waits one
+      ``max_delay`` on a timer and takes what came, so at steady rates a frame
+      costs one timer instead of a wake from the emitting thread plus a timer.
       The batched RPC sends up to ``max_batch`` events and about
       ``max_batch_bytes`` in one ``TelemetryEventBatch``; the stock RPC sends the
       coalesced events one message each. Every batch carries the running totals (``emitted_total``,
@@ -534,24 +537,33 @@ class TelemetryStream:
         last_totals = None
         linger_ns = int(self.max_delay * 1e9)
         full = max_batch if batched else _STOCK_CHUNK
+        # After a frame of several events the stream is busy: it waits one
+        # max_delay (a timer) and takes what came, instead of parking for the
+        # next event (a wake from the emitting thread, then a linger timer).
+        ticked = False
         try:
             while not session.ended:
-                if linger_ns and not self._closing:
+                if linger_ns and not self._closing and not ticked:
                     wait = self._linger_for(linger_ns, full)
                     if wait > 0.0:
                         await self._park(loop, session, want=full, timeout=wait)
                         continue
+                ticked = False
                 if batched:
                     frame, count, totals = self._take_batch(max_batch)
                     if count:
                         last_totals = totals
                         yield session, (frame, count)
-                        continue
                 else:
                     bodies = self._take_events(_STOCK_CHUNK)
+                    count = len(bodies)
                     if bodies:
                         yield session, bodies
-                        continue
+                if count:
+                    if count > 1 and linger_ns and not self._closing and not self._pending():
+                        await self._park(loop, session, want=full, timeout=self.max_delay)
+                        ticked = True
+                    continue
                 if self._closing:
                     break
                 interval = self.totals_interval if batched else 0.0
@@ -569,6 +581,9 @@ class TelemetryStream:
                     self._counts["taken"] -= session.in_flight
                 session.in_flight = 0
             self._detach(session)
+
+    def _pending(self) -> int:
+        return len(self._carry) + len(self._buffer)
 
     def _linger_for(self, linger_ns: int, full: int) -> float:
         """Seconds to wait before taking a frame: 0 when nothing is buffered
