@@ -8,11 +8,13 @@ import math
 import random
 import threading
 import time
+from typing import Any
 
 import grpc
 import pytest
 from bridge_harness import (
     Controls,
+    Harness,
     event_filter,
     measurements,
     name,
@@ -649,16 +651,27 @@ def test_a_full_batch_goes_at_once_without_waiting_for_max_delay() -> None:
     run(main())
 
 
+def counting_wakes(stream: TelemetryStream) -> tuple[TelemetryStream, list[int]]:
+    """``stream`` with every wake of its consumer recorded in the list."""
+    wakes: list[int] = []
+    real_wake = stream._wake
+    stream._wake = lambda: (wakes.append(1), real_wake())  # type: ignore[method-assign]
+    return stream, wakes
+
+
+async def parked_call(h: Harness) -> Any:
+    """A batched call whose consumer waits for the first event."""
+    call = h.stub.StreamTelemetryBatched(Controls())
+    await call.initial_metadata()
+    await wait_until(lambda: h.stream._wake_len == 1)
+    return call
+
+
 def test_the_emitting_thread_wakes_the_loop_only_when_it_must() -> None:
     async def main() -> None:
-        stream = TelemetryStream(max_delay=9.0)
-        wakes = []
-        real_wake = stream._wake
-        stream._wake = lambda: (wakes.append(1), real_wake())  # type: ignore[method-assign]
+        stream, wakes = counting_wakes(TelemetryStream(max_delay=9.0))
         async with serving(stream, max_batch=100) as h:
-            call = h.stub.StreamTelemetryBatched(Controls())
-            await call.initial_metadata()
-            await wait_until(lambda: stream._wake_len == 1)
+            call = await parked_call(h)
 
             def emit(n: int) -> None:
                 for _ in range(n):
@@ -680,14 +693,9 @@ def test_the_emitting_thread_wakes_the_loop_only_when_it_must() -> None:
 
 def test_a_busy_stream_takes_the_next_events_on_a_timer_without_a_wake() -> None:
     async def main() -> None:
-        stream = TelemetryStream(max_delay=1.0)
-        wakes = []
-        real_wake = stream._wake
-        stream._wake = lambda: (wakes.append(1), real_wake())  # type: ignore[method-assign]
+        stream, wakes = counting_wakes(TelemetryStream(max_delay=1.0))
         async with serving(stream, max_batch=100) as h:
-            call = h.stub.StreamTelemetryBatched(Controls())
-            await call.initial_metadata()
-            await wait_until(lambda: stream._wake_len == 1)
+            call = await parked_call(h)
             for i in range(3):
                 telemetry.emit("a.b", {"n": i}, MD)
             (first,) = await read_batches(call, 3)
