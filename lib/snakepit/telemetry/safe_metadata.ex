@@ -4,10 +4,14 @@ defmodule Snakepit.Telemetry.SafeMetadata do
 
   * Keys in the catalog's metadata allowlist become atoms (atoms that already
     exist); every other key stays a string. No atom is ever created.
-  * String values are truncated to the catalog limit
-    `max_metadata_value_bytes` (4096) on a UTF-8 boundary.
-  * Numbers, booleans, `nil`, atoms and pids pass through; any other term is
-    replaced by its (bounded) `inspect/1` text.
+  * Values follow the value rules every path follows
+    (`priv/catalog/value_rules.json`): strings are truncated to the catalog
+    limit `max_metadata_value_bytes` (4096) on a UTF-8 boundary; booleans,
+    integers and floats become their text (`"true"`, `"3"`, floats as Python
+    writes them, see `float_text/1`); an entry whose value is `nil` is left
+    out.
+  * Other atoms and pids pass through (they are safe terms); any other term
+    is replaced by its (bounded) `inspect/1` text.
   * At most `max_metadata` (64) entries are kept.
 
   Worker events are validated the same way in Rust; this module serves
@@ -32,11 +36,12 @@ defmodule Snakepit.Telemetry.SafeMetadata do
   Returns a copy of `metadata` with safe keys and bounded values.
 
       iex> Snakepit.Telemetry.SafeMetadata.sanitize(%{"tool" => "predict", "x-custom" => 1})
-      %{:tool => "predict", "x-custom" => 1}
+      %{:tool => "predict", "x-custom" => "1"}
   """
   @spec sanitize(map | keyword) :: map
   def sanitize(metadata) when is_map(metadata) or is_list(metadata) do
     metadata
+    |> Enum.reject(fn {_k, v} -> is_nil(v) end)
     |> Enum.map(fn {k, v} -> {key(k), value(v)} end)
     |> Enum.sort()
     |> Enum.take(@max_entries)
@@ -98,8 +103,69 @@ defmodule Snakepit.Telemetry.SafeMetadata do
   defp key(k), do: k |> inspect() |> truncate(Catalog.limits().max_key_bytes)
 
   defp value(v) when is_binary(v), do: truncate(v)
-  defp value(v) when is_number(v) or is_atom(v) or is_pid(v), do: v
+  defp value(v) when is_boolean(v), do: Atom.to_string(v)
+  defp value(v) when is_integer(v), do: Integer.to_string(v)
+  defp value(v) when is_float(v), do: float_text(v)
+  defp value(v) when is_atom(v) or is_pid(v), do: v
   defp value(v), do: v |> inspect(limit: 50, printable_limit: @max_value) |> truncate()
+
+  @doc """
+  A float as metadata text, as Python's `repr` writes it (the rule of
+  `priv/catalog/value_rules.json`, which Python and Rust follow too): the
+  shortest digits that read back as the same float; exponent notation below
+  1.0e-4 and from 1.0e16, with a sign and at least two exponent digits; else
+  fixed notation with at least one decimal.
+
+      iex> Enum.map([1.0e20, 1.5e-7, 100.0, 0.1], &Snakepit.Telemetry.SafeMetadata.float_text/1)
+      ["1e+20", "1.5e-07", "100.0", "0.1"]
+  """
+  @spec float_text(float) :: String.t()
+  def float_text(f) when is_float(f) do
+    <<negative::1, _::63>> = <<f::float>>
+    sign = if negative == 1, do: "-", else: ""
+    # Erlang's shortest round-trip text: "1.0e20", "0.0001", "1.5e-7".
+    {mantissa, exp} =
+      case String.split(:erlang.float_to_binary(abs(f), [:short]), "e") do
+        [m, e] -> {m, String.to_integer(e)}
+        [m] -> {m, 0}
+      end
+
+    [int, frac] = String.split(mantissa, ".")
+    {digits, point} = significant(int <> frac, byte_size(int) + exp)
+    sign <> layout(digits, point)
+  end
+
+  # Digits without leading or trailing zeros and the place of the point
+  # (digits before it; "0" for zero).
+  defp significant(digits, point) do
+    trimmed = String.trim_leading(digits, "0")
+    point = point - (byte_size(digits) - byte_size(trimmed))
+
+    case String.trim_trailing(trimmed, "0") do
+      "" -> {"0", 1}
+      d -> {d, point}
+    end
+  end
+
+  defp layout(digits, point) when point - 1 < -4 or point - 1 >= 16 do
+    {first, rest} = String.split_at(digits, 1)
+    dot = if rest == "", do: "", else: "."
+    exp = point - 1
+    exp_sign = if exp < 0, do: "-", else: "+"
+    exp_text = exp |> abs() |> Integer.to_string() |> String.pad_leading(2, "0")
+    first <> dot <> rest <> "e" <> exp_sign <> exp_text
+  end
+
+  defp layout(digits, point) when point <= 0,
+    do: "0." <> String.duplicate("0", -point) <> digits
+
+  defp layout(digits, point) when point < byte_size(digits) do
+    {int, frac} = String.split_at(digits, point)
+    int <> "." <> frac
+  end
+
+  defp layout(digits, point),
+    do: digits <> String.duplicate("0", point - byte_size(digits)) <> ".0"
 
   defp blank_to_nil(nil), do: nil
 

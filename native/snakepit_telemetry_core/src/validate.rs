@@ -321,11 +321,51 @@ fn metadata_text<'a>(
     Ok(Some(match value {
         RawValue::Str(s) => Cow::Borrowed(truncate(s, max)),
         RawValue::Int(i) => Cow::Owned(i.to_string()),
-        RawValue::Float(f) => Cow::Owned(f.to_string()),
+        RawValue::Float(f) => Cow::Owned(float_text(f)),
         RawValue::Bool(b) => Cow::Borrowed(if b { "true" } else { "false" }),
         RawValue::Null => return Ok(None),
         RawValue::Nested => return Err(Rejection::InvalidMetadata(key.to_owned())),
     }))
+}
+
+/// A float as metadata text, written as Python's `repr` writes it (the rule
+/// of `priv/catalog/value_rules.json`; Python's own metadata already is):
+/// the shortest digits that read back as the same double; exponent notation
+/// below 1e-4 and from 1e16 (`1e+20`, `1.5e-07`, sign and two digits at
+/// least), else fixed with at least one decimal (`100.0`).
+pub fn float_text(f: f64) -> String {
+    if !f.is_finite() {
+        return if f.is_nan() {
+            "nan"
+        } else if f > 0.0 {
+            "inf"
+        } else {
+            "-inf"
+        }
+        .into();
+    }
+    // `{:e}` gives the shortest round-trip digits: "-1.5e-7", "1e16", "0e0".
+    let sci = format!("{:e}", f.abs());
+    let (mantissa, exp) = sci.split_once('e').expect("{:e} has an exponent");
+    let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
+    let digits = mantissa.replace('.', "");
+    let sign = if f.is_sign_negative() { "-" } else { "" };
+    if !(-4..16).contains(&exp) {
+        let (first, rest) = digits.split_at(1);
+        let dot = if rest.is_empty() { "" } else { "." };
+        let exp_sign = if exp < 0 { '-' } else { '+' };
+        return format!("{sign}{first}{dot}{rest}e{exp_sign}{:02}", exp.abs());
+    }
+    let point = exp + 1; // digits before the decimal point
+    let n = digits.len() as i32;
+    if point <= 0 {
+        format!("{sign}0.{}{digits}", "0".repeat((-point) as usize))
+    } else if point < n {
+        let (int, frac) = digits.split_at(point as usize);
+        format!("{sign}{int}.{frac}")
+    } else {
+        format!("{sign}{digits}{}.0", "0".repeat((point - n) as usize))
+    }
 }
 
 /// The longest prefix of `s` of at most `max` bytes ending on a char boundary.
@@ -499,6 +539,17 @@ mod tests {
         let long = "c".repeat(129);
         r.correlation_id = Some(&long);
         assert_eq!(err(&r), "correlation_id_too_long");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn float_text_reads_back_as_the_same_double(bits: u64) {
+            let f = f64::from_bits(bits);
+            proptest::prop_assume!(f.is_finite());
+            let text = float_text(f);
+            proptest::prop_assert_eq!(text.parse::<f64>().unwrap().to_bits(), f.to_bits(), "{}", text);
+            proptest::prop_assert!(text.contains('.') || text.contains('e'), "{}", text);
+        }
     }
 
     #[test]

@@ -38,13 +38,3 @@ def test_error_messages_name_the_type_unless_the_caller_erred() -> None:
     assert codec.error_message(tools.ToolError("unknown tool 'x'")) == "unknown tool 'x'"
     assert codec.error_message(codec.ParameterError("bad")) == "bad"
     assert codec.error_message(KeyError("k")) == "KeyError: 'k'"
-
-
-def test_utf8_cuts_never_split_a_character() -> None:
-    text = "aé" * 10  # é is 2 bytes
-    assert codec.head_utf8(text, 2) == "a"
-    assert codec.head_utf8(text, 3) == "aé"
-    assert codec.tail_utf8(text, 2) == "é"
-    assert codec.tail_utf8(text, 3) == "aé"
-    assert codec.tail_utf8(text, 1) == ""  # half of an é is dropped
-    assert codec.tail_utf8("short", 100) == "short"

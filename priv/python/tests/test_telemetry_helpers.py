@@ -166,7 +166,7 @@ def test_measurement_values_that_are_dropped_and_counted(value: Any) -> None:
         ("", ""),
         (3, "3"),
         (1.5, "1.5"),
-        (True, "True"),
+        (True, "true"),
         (Color.RED, str(Color.RED)),
         (["a", 1], "['a', 1]"),
     ],

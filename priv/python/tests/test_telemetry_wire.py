@@ -121,7 +121,7 @@ def test_non_string_metadata_and_keys_are_stringified() -> None:
     (body,), kept, failed = EventEncoder().encode_safe([event], framed=False)
     assert failed == 0 and kept == [event]
     got = pb.TelemetryEvent.FromString(body)
-    assert dict(got.metadata) == {"n": "3", "4": "True", "l": "[1]"}
+    assert dict(got.metadata) == {"n": "3", "4": "true", "l": "[1]"}
     assert got.measurements["1"].int_value == 2
 
 

@@ -11,7 +11,7 @@ defmodule Snakepit.Telemetry.SafeMetadataTest do
     end
 
     test "atom keys outside the allowlist become strings" do
-      assert SafeMetadata.sanitize(%{not_allowlisted_key: 1}) == %{"not_allowlisted_key" => 1}
+      assert SafeMetadata.sanitize(%{not_allowlisted_key: 1}) == %{"not_allowlisted_key" => "1"}
     end
 
     test "bounds values and entries" do
@@ -53,7 +53,10 @@ defmodule Snakepit.Telemetry.SafeMetadataTest do
   end
 
   test "merge/2 sanitizes both, the second wins" do
-    assert SafeMetadata.merge(%{"tool" => "a", "x" => 1}, %{tool: "b"}) == %{"x" => 1, tool: "b"}
+    assert SafeMetadata.merge(%{"tool" => "a", "x" => 1}, %{tool: "b"}) == %{
+             "x" => "1",
+             tool: "b"
+           }
   end
 
   test "truncate/2 never splits a character" do

@@ -54,14 +54,3 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, tools.ToolError | ParameterError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
-
-
-def tail_utf8(text: str, limit: int) -> str:
-    """The last ``limit`` bytes of ``text`` in UTF-8, never half a character."""
-    data = text.encode("utf-8", "replace")
-    return data[-limit:].decode("utf-8", "ignore") if len(data) > limit else text
-
-
-def head_utf8(text: str, limit: int) -> str:
-    """The first ``limit`` bytes of ``text`` in UTF-8, never half a character."""
-    return text.encode("utf-8", "replace")[:limit].decode("utf-8", "ignore")

@@ -24,16 +24,11 @@ from google.protobuf import timestamp_pb2
 from snakepit_bridge import telemetry, tools
 from snakepit_bridge.proto import snakepit_bridge_pb2 as pb
 from snakepit_bridge.proto import snakepit_bridge_pb2_grpc as pb_grpc
-from snakepit_bridge.server.codec import (
-    decode_parameters,
-    encode_json,
-    error_message,
-    head_utf8,
-    tail_utf8,
-)
+from snakepit_bridge.server.codec import decode_parameters, encode_json, error_message
 from snakepit_bridge.telemetry.context import CORRELATION_HEADER
 from snakepit_bridge.telemetry.span import MAX_ERROR_MESSAGE_BYTES
 from snakepit_bridge.telemetry.stream import TelemetryStream
+from snakepit_bridge.telemetry.text import head_utf8, tail_utf8
 
 #: The traceback of ``python.error.occurred`` keeps this many trailing UTF-8 bytes.
 MAX_TRACEBACK_BYTES = MAX_ERROR_MESSAGE_BYTES

@@ -7,8 +7,9 @@ Measurements -> ``dict[str, int | float]``
     * ``bool`` becomes ``0``/``1``;
     * other real numbers (``numbers.Real``, e.g. numpy scalars) become ``int``
       when integral (``numbers.Integral``), else ``float``;
-    * a string that parses as a number (after stripping whitespace) becomes that
-      number: ``int`` if ``int()`` accepts it, else ``float`` (``"12"`` -> 12,
+    * an ASCII string that parses as a number (after stripping spaces, tabs,
+      CR and LF; no ``_`` digit separators) becomes that number: ``int`` if
+      ``int()`` accepts it and it fits in int64, else ``float`` (``"12"`` -> 12,
       ``"1.5e3"`` -> 1500.0);
     * anything else -- ``None``, other strings, containers, objects, and
       non-finite floats (NaN and infinities, which JSON cannot carry and the
@@ -16,8 +17,9 @@ Measurements -> ``dict[str, int | float]``
       ``dropped_measurements``. The rest of the event is still emitted.
 
 Metadata -> ``dict[str, str]``
-    * ``str`` values are kept; every other value becomes ``str(value)``
-      (so ``True`` -> ``"True"``, ``3`` -> ``"3"``);
+    * ``str`` values are kept; every other value becomes its text by
+      :func:`.text.metadata_text` (``True`` -> ``"true"``, ``3`` -> ``"3"``,
+      ``1e20`` -> ``"1e+20"``);
     * ``None`` values are left out silently (not counted);
     * an entry whose ``str()`` raises is left out and counted in
       ``dropped_metadata``.
@@ -36,6 +38,9 @@ measurements, ``str`` metadata) the caller's own dict is returned unchanged --
 no copy is made. Backends must therefore treat what they receive as read-only,
 and copy it if they keep it past their ``emit`` call. Lengths and counts are
 *not* checked here; the receiver validates against the catalog limits.
+
+Every rule here is a row of ``priv/catalog/value_rules.json``, the table the
+Rust and Elixir sides are tested against too.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import stats
+from .text import metadata_text
 
 __all__ = ["coerce_measurements", "coerce_metadata", "coerce_number"]
 
@@ -94,10 +100,19 @@ def coerce_number(value: Any) -> int | float | None:
     return None
 
 
+_INT64 = range(-(1 << 63), 1 << 63)
+
+
 def _parse_number(text: str) -> int | float | None:
-    text = text.strip()
+    # int() and float() also take "1_000", non-ASCII digits and Unicode
+    # spaces, which the other languages do not: the table says no.
+    text = text.strip(" \t\r\n")
+    if not text.isascii() or "_" in text:
+        return None
     try:
-        return int(text)
+        number = int(text)
+        if number in _INT64:
+            return number
     except ValueError:
         pass
     try:
@@ -141,7 +156,7 @@ def _metadata_slow(metadata: Any) -> dict[str, str]:
         if value is None:
             continue
         try:
-            out[key if type(key) is str else str(key)] = value if type(value) is str else str(value)
+            out[key if type(key) is str else str(key)] = metadata_text(value)
         except Exception:
             dropped += 1
     if dropped:

@@ -13,6 +13,7 @@ from snakepit_bridge import catalog
 from .coerce import coerce_metadata
 from .context import current, reset_correlation_id, set_correlation_id
 from .emitter import emit
+from .text import head_utf8
 
 __all__ = ["Span", "span"]
 
@@ -192,7 +193,4 @@ def _bounded_message(exc: BaseException | None) -> str:
         message = str(exc)
     except Exception:
         message = f"<unprintable {type(exc).__name__}>"
-    # "replace" also turns lone surrogates (which the receiver's JSON parser
-    # rejects) into "?"; "ignore" drops a character cut in half at the end.
-    encoded = message.encode("utf-8", "replace")
-    return encoded[:MAX_ERROR_MESSAGE_BYTES].decode("utf-8", "ignore")
+    return head_utf8(message, MAX_ERROR_MESSAGE_BYTES)

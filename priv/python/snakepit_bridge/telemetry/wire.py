@@ -19,7 +19,8 @@ Mapping (``priv/proto/snakepit_bridge.proto``):
   ``int`` -> ``float_value``, a ``float`` -> ``float_value``, a ``str`` ->
   ``string_value`` (the public ``emit`` never passes one: it coerces measurements
   to numbers first); anything else is left out (and counted by the caller);
-* ``metadata`` (3): ``str`` values as they are, other values as ``str(value)``;
+* ``metadata`` (3): ``str`` values as they are, other values as
+  :func:`.text.metadata_text` makes them (``True`` -> ``"true"``);
 * ``timestamp_ns`` (4), ``correlation_id`` (5, left out when empty or ``None``).
 
 Strings are encoded as UTF-8 with lone surrogates replaced by ``?`` (protobuf
@@ -43,6 +44,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from .text import metadata_text
 
 __all__ = ["BATCH_TOTAL_TAGS", "EventEncoder", "Event", "varint"]
 
@@ -112,7 +115,7 @@ def varint(value: int) -> bytes:
 
 def _utf8(text: Any) -> bytes:
     if type(text) is not str:
-        text = str(text)
+        text = metadata_text(text)
     return text.encode("utf-8", "replace")
 
 
@@ -148,7 +151,7 @@ def _plain(event: Sequence[Any]) -> tuple[str, dict, dict, int, str | None]:
     return (
         str(name),
         {str(k): v for k, v in dict(measurements).items() if type(v) in (int, float, bool, str)},
-        {str(k): str(v) for k, v in dict(metadata).items() if v is not None},
+        {str(k): metadata_text(v) for k, v in dict(metadata).items() if v is not None},
         int(timestamp_ns),
         None if correlation_id is None else str(correlation_id),
     )
