@@ -18,7 +18,7 @@ defmodule Snakepit.GRPC.Client do
   alias Snakepit.Telemetry.GrpcStream.Registration
 
   @type channel :: reference
-  @default_timeout 30_000
+  @default_timeout Snakepit.Telemetry.Catalog.defaults().tool_timeout_ms
   @max_timeout 86_400_000
 
   @doc """

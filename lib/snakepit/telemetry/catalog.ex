@@ -26,6 +26,11 @@ defmodule Snakepit.Telemetry.Catalog do
             }
           end)
   @limits Map.new(@doc_data["limits"], fn {k, v} -> {String.to_atom(k), v} end)
+  @defaults for {k, v} <- @doc_data["defaults"],
+                not String.starts_with?(k, "_"),
+                into: %{},
+                do: {String.to_atom(k), v}
+  @rejection_reasons to_atoms.(@doc_data["rejection_reasons"])
   @measurement_keys to_atoms.(@doc_data["measurement_keys"])
   @metadata_keys to_atoms.(@doc_data["metadata_keys"])
   @duration_keys to_atoms.(@doc_data["duration_keys_ns"])
@@ -57,6 +62,21 @@ defmodule Snakepit.Telemetry.Catalog do
   """
   @spec limits() :: %{atom => pos_integer}
   def limits, do: @limits
+
+  @doc """
+  Defaults both ends of a worker's connection agree on: `max_frame_bytes`,
+  `max_batch_events`, `max_delay_ms` and `tool_timeout_ms` (the Python worker
+  reads the same section).
+  """
+  @spec defaults() :: %{atom => pos_integer}
+  def defaults, do: @defaults
+
+  @doc """
+  The reasons a worker's event can be rejected for, as the atoms stats count
+  them under (Rust's `Rejection::REASONS` is held to the same list).
+  """
+  @spec rejection_reasons() :: [atom]
+  def rejection_reasons, do: @rejection_reasons
 
   @doc "Measurement keys that may become atoms."
   @spec measurement_keys() :: [atom]

@@ -26,21 +26,9 @@ defmodule Snakepit.Telemetry.PythonCapture do
 
   @max_line Catalog.limits().max_stderr_line_bytes
   # Counter slots: events, log lines, then one per rejection reason.
-  @reasons [
-    :unknown_event,
-    :event_name_too_long,
-    :too_many_measurements,
-    :too_many_metadata,
-    :invalid_key,
-    :invalid_measurement,
-    :invalid_metadata,
-    :correlation_id_too_long,
-    :line_too_long,
-    :invalid_json,
-    :invalid_payload,
-    :measurement_out_of_range,
-    :duplicate_key
-  ]
+  # The catalog's list (two of them, `malformed` and `frame_too_large`, occur
+  # on the gRPC path only).
+  @reasons Catalog.rejection_reasons()
   # Lines dropped by StderrIngest: its queue full, or no credit left.
   @drops [:queue_full, :backlog_full]
   @slots [:events, :log_lines | @drops ++ @reasons]

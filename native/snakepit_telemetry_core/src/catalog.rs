@@ -26,6 +26,16 @@ pub struct Limits {
     pub max_stderr_line_bytes: usize,
 }
 
+/// Defaults both ends of a worker's connection agree on (the Python worker
+/// reads the same section).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Defaults {
+    pub max_frame_bytes: usize,
+    pub max_batch_events: usize,
+    pub max_delay_ms: u64,
+    pub tool_timeout_ms: u64,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct EventDef {
     /// Elixir event name, e.g. `["snakepit", "python", "call", "start"]`.
@@ -42,6 +52,8 @@ pub struct EventDef {
 struct CatalogFile {
     version: u32,
     limits: Limits,
+    defaults: Defaults,
+    rejection_reasons: Vec<String>,
     duration_keys_ns: Vec<String>,
     measurement_keys: Vec<String>,
     metadata_keys: Vec<String>,
@@ -53,6 +65,10 @@ struct CatalogFile {
 pub struct Catalog {
     pub version: u32,
     pub limits: Limits,
+    pub defaults: Defaults,
+    /// The reason names Elixir counts rejections under (the catalog's list;
+    /// a test holds `Rejection::REASONS` to it).
+    pub rejection_reasons: Vec<String>,
     pub events: Vec<EventDef>,
     pub measurement_keys: Vec<String>,
     pub metadata_keys: Vec<String>,
@@ -99,6 +115,8 @@ impl Catalog {
             measurement_index: index(&file.measurement_keys),
             metadata_index: index(&file.metadata_keys),
             limits: file.limits,
+            defaults: file.defaults,
+            rejection_reasons: file.rejection_reasons,
             duration_keys,
             ingest_names,
             measurement_keys: file.measurement_keys,
@@ -158,6 +176,14 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rejection_reasons_are_the_catalog_list() {
+        assert_eq!(
+            CATALOG.rejection_reasons,
+            crate::validate::Rejection::REASONS.to_vec()
+        );
+    }
 
     #[test]
     fn embedded_catalog_parses_with_all_three_layers() {

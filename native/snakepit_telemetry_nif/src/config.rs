@@ -29,8 +29,9 @@ pub struct WorkerContext {
     pub python_port: Option<i64>,
 }
 
-/// Which RPC to open.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Which RPC to open (the atoms `:auto`, `:batched`, `:stock`; any other
+/// term is refused).
+#[derive(Clone, Copy, Debug, PartialEq, rustler::NifUnitEnum)]
 pub enum RpcChoice {
     /// Batched, falling back to the stock RPC on UNIMPLEMENTED.
     Auto,
@@ -74,6 +75,35 @@ fn get<'a, T: Decoder<'a>>(map: Term<'a>, key: &str, default: T) -> NifResult<T>
     }
 }
 
+/// `{:error, {:invalid_option, {key, why}}}` for the caller.
+fn invalid(key: &str, why: &str) -> rustler::Error {
+    rustler::Error::Term(Box::new((
+        atoms::invalid_option(),
+        (key.to_string(), why.to_string()),
+    )))
+}
+
+/// A tuning value Elixir must pass (`GrpcStream.Registration` owns the
+/// defaults and documented bounds): missing, mistyped or outside what the
+/// task can run on (`lo..=hi`) is an error, never a clamp or a default.
+fn required<'a, T>(map: Term<'a>, key: &str, lo: T, hi: T) -> NifResult<T>
+where
+    T: Decoder<'a> + PartialOrd,
+{
+    let value = map
+        .map_get(Atom::from_str(map.get_env(), key)?)
+        .map_err(|_| invalid(key, "missing"))?;
+    let n: T = value.decode().map_err(|_| invalid(key, "not an integer"))?;
+    if n < lo || n > hi {
+        return Err(invalid(key, "out of range"));
+    }
+    Ok(n)
+}
+
+fn ms(map: Term, key: &str) -> NifResult<Duration> {
+    Ok(Duration::from_millis(required(map, key, 1, 86_400_000)?))
+}
+
 /// A bounded string option (see [`MAX_TEXT`]).
 fn text(map: Term, key: &str) -> NifResult<String> {
     let env = map.get_env();
@@ -84,24 +114,21 @@ fn text(map: Term, key: &str) -> NifResult<String> {
     }
 }
 
-fn ms(map: Term, key: &str, default: u64) -> NifResult<Duration> {
-    Ok(Duration::from_millis(get(map, key, default)?))
-}
-
 impl StreamConfig {
-    /// Decodes the options map; unknown keys are ignored, missing ones take
-    /// defaults. Only fixed keys are looked up, so no atom comes from input.
+    /// Decodes the options map. Every tuning key is required (Elixir fills in
+    /// the defaults); unknown keys are ignored. Only fixed keys are looked
+    /// up, so no atom comes from input.
     pub fn decode(env: Env, stream_id: u64, map: Term) -> NifResult<StreamConfig> {
         let endpoint = text(map, "endpoint")?;
         let printable = endpoint.bytes().all(|b| b.is_ascii_graphic());
         if endpoint.is_empty() || endpoint.contains('/') || !printable {
             return Err(rustler::Error::Term(Box::new("endpoint must be host:port")));
         }
-        let rpc = match get::<Atom>(map, "rpc", atoms::auto())? {
-            a if a == atoms::batched() => RpcChoice::Batched,
-            a if a == atoms::stock() => RpcChoice::Stock,
-            _ => RpcChoice::Auto,
-        };
+        let rpc: RpcChoice = map
+            .map_get(Atom::from_str(env, "rpc")?)
+            .map_err(|_| invalid("rpc", "missing"))?
+            .decode()
+            .map_err(|_| invalid("rpc", "not :auto, :batched or :stock"))?;
         let pool_name = match map.map_get(atoms::pool_name()) {
             Ok(t) if t.is_atom() && t.decode::<Atom>()? != atoms::nil() => Name::Atom(t.decode()?),
             Ok(t) if t.is_binary() => Name::Text(safe_decode::string(t, MAX_TEXT)?),
@@ -117,18 +144,17 @@ impl StreamConfig {
             tls: crate::tls::decode(map.map_get(Atom::from_str(env, "tls")?).ok())?,
             endpoint,
             rpc,
-            max_batch: get::<usize>(map, "max_batch", 512)?.clamp(1, 65_536),
-            credit: get::<usize>(map, "credit", 4)?.clamp(1, 1024),
-            connect_timeout: ms(map, "connect_timeout_ms", 5_000)?,
-            open_timeout: ms(map, "open_timeout_ms", 5_000)?,
-            backoff_initial: ms(map, "backoff_initial_ms", 100)?,
-            backoff_max: ms(map, "backoff_max_ms", 5_000)?,
-            // grpcio's default server policy: pings no more often than every
-            // 5 minutes while no data flows, else GOAWAY "too_many_pings".
-            keepalive_interval: ms(map, "keepalive_interval_ms", 330_000)?,
-            keepalive_timeout: ms(map, "keepalive_timeout_ms", 20_000)?,
-            max_frame_bytes: get::<usize>(map, "max_frame_bytes", 4 * 1024 * 1024)?,
-            window_bytes: get::<u32>(map, "window_bytes", 256 * 1024)?.clamp(16 * 1024, 16 << 20),
+            max_batch: required(map, "max_batch", 1, 65_536)?,
+            credit: required(map, "credit", 1, 1_024)?,
+            connect_timeout: ms(map, "connect_timeout_ms")?,
+            open_timeout: ms(map, "open_timeout_ms")?,
+            backoff_initial: ms(map, "backoff_initial_ms")?,
+            backoff_max: ms(map, "backoff_max_ms")?,
+            keepalive_interval: ms(map, "keepalive_interval_ms")?,
+            keepalive_timeout: ms(map, "keepalive_timeout_ms")?,
+            max_frame_bytes: required(map, "max_frame_bytes", 1_024, 1 << 30)?,
+            // h2's largest window is 2^31 - 1.
+            window_bytes: required(map, "window_bytes", 1, i32::MAX as u32)?,
             auth,
             context: WorkerContext {
                 node: get(map, "node", Atom::from_str(env, "nonode@nohost")?)?,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use prost_types::Any;
 use rustler::{Atom, Encoder, Env, LocalPid, NifResult, OwnedEnv, ResourceArc, Term};
+use snakepit_telemetry_core::catalog::CATALOG;
 use snakepit_telemetry_core::wire::bridge_service_client::BridgeServiceClient;
 use snakepit_telemetry_core::wire::{ExecuteToolRequest, ExecuteToolResponse};
 use tonic::metadata::MetadataValue;
@@ -42,7 +43,7 @@ fn call_opts(opts: Term) -> NifResult<CallOpts> {
             get(atoms::timeout_ms())
                 .map(|t| t.decode())
                 .transpose()?
-                .unwrap_or(30_000),
+                .unwrap_or(CATALOG.defaults.tool_timeout_ms),
         ),
         metadata: get(atoms::metadata())
             .map(|t| t.decode())
@@ -51,8 +52,11 @@ fn call_opts(opts: Term) -> NifResult<CallOpts> {
     })
 }
 
-/// Largest request the worker accepts (grpcio's default receive limit).
-const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest request the worker accepts (grpcio's default receive limit, the
+/// catalog's `max_frame_bytes`).
+fn max_request_bytes() -> usize {
+    CATALOG.defaults.max_frame_bytes
+}
 const MAX_TOOL_NAME_BYTES: usize = 256;
 
 /// Starts a tool call; the result arrives as a message to `reply_to`.
@@ -86,7 +90,7 @@ fn tool_call<'a>(
             Ok(json) => {
                 let value = serde_json::to_vec(&json).expect("a Value serializes");
                 size += key.len() + value.len();
-                if size > MAX_REQUEST_BYTES {
+                if size > max_request_bytes() {
                     return Ok(invalid("parameters exceed 4 MiB").encode(env));
                 }
                 parameters.insert(

@@ -38,6 +38,7 @@ __all__ = [
     "CatalogError",
     "catalog_path",
     "elixir_event",
+    "defaults",
     "limits",
     "main",
     "measurement_keys",
@@ -106,12 +107,22 @@ def _load(path: Path) -> dict[str, Any]:
             raise CatalogError(f"{path}: python_name {py!r} appears twice")
         python_map[py] = parts
 
+    measurement_keys = _str_list(raw.get("measurement_keys"), f"{path}: measurement_keys")
+    metadata_keys = _str_list(raw.get("metadata_keys"), f"{path}: metadata_keys")
+    defaults_ = raw.get("defaults")
+    if not isinstance(defaults_, dict):
+        raise CatalogError(f"{path}: 'defaults' must be an object of integers")
+    defaults_ = {k: v for k, v in defaults_.items() if not k.startswith("_")}
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in defaults_.values()):
+        raise CatalogError(f"{path}: 'defaults' must be an object of integers")
+
     return {
         "events": dotted,
         "python_map": python_map,
-        "measurement_keys": _str_list(raw.get("measurement_keys"), f"{path}: measurement_keys"),
-        "metadata_keys": _str_list(raw.get("metadata_keys"), f"{path}: metadata_keys"),
+        "measurement_keys": measurement_keys,
+        "metadata_keys": metadata_keys,
         "limits": dict(limits_),
+        "defaults": defaults_,
     }
 
 
@@ -149,6 +160,12 @@ def measurement_keys() -> frozenset[str]:
 def metadata_keys() -> frozenset[str]:
     """Metadata keys the BEAM side turns into atoms (others stay strings)."""
     return _METADATA_KEYS
+
+
+def defaults() -> dict[str, int]:
+    """Defaults both ends of a worker's connection agree on (``max_frame_bytes``,
+    ``max_batch_events``, ``max_delay_ms``, ``tool_timeout_ms``)."""
+    return dict(_CATALOG["defaults"])
 
 
 def limits() -> dict[str, int]:

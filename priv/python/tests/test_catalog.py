@@ -107,6 +107,12 @@ def test_cli_prints_the_summary_as_one_compact_sorted_line(python: str) -> None:
     assert line == json.dumps(catalog.summary(), sort_keys=True, separators=(",", ":"))
 
 
+def test_defaults_are_the_catalog_section() -> None:
+    want = {k: v for k, v in RAW["defaults"].items() if not k.startswith("_")}
+    assert catalog.defaults() == want
+    assert set(want) == {"max_frame_bytes", "max_batch_events", "max_delay_ms", "tool_timeout_ms"}
+
+
 def test_cli_without_an_action_is_a_usage_error(python: str) -> None:
     result = _run_cli(python)
     assert result.returncode == 2
@@ -116,6 +122,7 @@ def test_cli_without_an_action_is_a_usage_error(python: str) -> None:
 def test_env_var_overrides_the_location(python: str, tmp_path: Path) -> None:
     small = {
         "limits": {"max_metadata_value_bytes": 10},
+        "defaults": RAW["defaults"],
         "measurement_keys": ["b", "a"],
         "metadata_keys": ["z"],
         "events": [

@@ -3,6 +3,7 @@ defmodule Snakepit.Telemetry.GrpcStreamFaultsTest do
 
   alias Snakepit.GRPC.Client
   alias Snakepit.Telemetry.{GrpcStream, Native}
+  alias Snakepit.Telemetry.GrpcStream.Registration
   alias Snakepit.Test.{LoadGen, PythonWorker}
 
   import Snakepit.Test.Eventually, only: [eventually: 1]
@@ -121,7 +122,11 @@ defmodule Snakepit.Telemetry.GrpcStreamFaultsTest do
       spawn(fn ->
         {:ok, {_id, _handle}} =
           Native.stream_start(
-            %{endpoint: w.endpoint, worker_id: "gc", token: Snakepit.Auth.reveal(w.token)},
+            Map.merge(Registration.defaults(), %{
+              endpoint: w.endpoint,
+              worker_id: "gc",
+              token: Snakepit.Auth.reveal(w.token)
+            }),
             self()
           )
 

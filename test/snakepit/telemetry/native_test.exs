@@ -57,6 +57,41 @@ defmodule Snakepit.Telemetry.NativeTest do
     end
   end
 
+  # GrpcStream.Registration owns the defaults and bounds and always passes
+  # every key; the NIF refuses rather than guesses. These are the errors a
+  # raw caller sees.
+  defp start(overrides) do
+    Snakepit.Telemetry.GrpcStream.Registration.defaults()
+    |> Map.merge(%{endpoint: "127.0.0.1:1", worker_id: "opts"})
+    |> Map.merge(overrides)
+    |> Native.stream_start(self())
+  end
+
+  describe "stream_start/2 options" do
+    alias Snakepit.Telemetry.GrpcStream.Registration
+
+    test "a missing tuning value is an error naming it" do
+      opts = Map.delete(Map.merge(Registration.defaults(), %{endpoint: "127.0.0.1:1"}), :credit)
+
+      assert Native.stream_start(opts, self()) ==
+               {:error, {:invalid_option, {"credit", "missing"}}}
+    end
+
+    test "an out-of-range or mistyped value is refused, never clamped" do
+      assert start(%{max_batch: 0}) == {:error, {:invalid_option, {"max_batch", "out of range"}}}
+      assert start(%{credit: 1.5}) == {:error, {:invalid_option, {"credit", "not an integer"}}}
+
+      assert start(%{rpc: :fast}) ==
+               {:error, {:invalid_option, {"rpc", "not :auto, :batched or :stock"}}}
+    end
+
+    test "the defaults start a stream" do
+      assert {:ok, {id, handle}} = start(%{})
+      assert is_integer(id)
+      assert :ok = Native.stream_stop(handle)
+    end
+  end
+
   describe "when the library cannot be loaded" do
     test "calls raise an error that says what happened and how to fix it" do
       ebin = Application.app_dir(:snakepit_telemetry, "ebin")

@@ -22,7 +22,27 @@ defmodule Snakepit.Telemetry.GrpcStream.Registration do
     max_frame_bytes: 1_024..(64 * 1024 * 1024),
     window_bytes: (16 * 1024)..(16 * 1024 * 1024)
   }
+  # Every tuning value the NIF reads, with its default: the one place both
+  # live (the NIF refuses a missing or out-of-range value, it never clamps).
+  @defaults %{
+    rpc: :auto,
+    max_batch: Snakepit.Telemetry.Catalog.defaults().max_batch_events,
+    credit: 4,
+    connect_timeout_ms: 5_000,
+    open_timeout_ms: 5_000,
+    backoff_initial_ms: 100,
+    backoff_max_ms: 5_000,
+    # grpcio's default server policy: pings no more often than every 5
+    # minutes while no data flows, else GOAWAY "too_many_pings".
+    keepalive_interval_ms: 330_000,
+    keepalive_timeout_ms: 20_000,
+    max_frame_bytes: Snakepit.Telemetry.Catalog.defaults().max_frame_bytes,
+    window_bytes: 256 * 1024
+  }
   @tuning [:rpc, :token, :tls, :insecure | Map.keys(@ranges)]
+
+  @doc "The default of each tuning option."
+  def defaults, do: @defaults
 
   @type t :: %{endpoint: String.t(), ctx: map, opts: map, owner: pid | nil}
 
@@ -38,7 +58,9 @@ defmodule Snakepit.Telemetry.GrpcStream.Registration do
       defaults = Application.get_env(:snakepit_telemetry, :grpc_stream, [])
 
       with {:ok, defaults} <- opts(if(Keyword.keyword?(defaults), do: defaults, else: [])) do
-        tuning = defaults |> Keyword.merge(opts) |> Keyword.take(@tuning) |> Map.new()
+        tuning =
+          @defaults
+          |> Map.merge(defaults |> Keyword.merge(opts) |> Keyword.take(@tuning) |> Map.new())
 
         with :ok <- Snakepit.TLS.check_transport(endpoint, tuning[:tls], tuning[:insecure]),
              do: {:ok, %{endpoint: endpoint, ctx: ctx, opts: tuning, owner: owner}}

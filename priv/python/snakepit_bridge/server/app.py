@@ -25,7 +25,12 @@ from snakepit_bridge.server.service import BridgeService, add_bridge_service
 from snakepit_bridge.telemetry import manager
 from snakepit_bridge.telemetry.backends.grpc import GrpcBackend
 from snakepit_bridge.telemetry.resources import GcTelemetry, ResourceSampler
-from snakepit_bridge.telemetry.stream import DEFAULT_MAX_DELAY, TelemetryStream
+from snakepit_bridge.telemetry.stream import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_DELAY,
+    DEFAULT_MAX_FRAME_BYTES,
+    TelemetryStream,
+)
 
 #: The first word of the readiness line.
 READY_PREFIX = "SNAKEPIT_READY"
@@ -67,7 +72,7 @@ async def start_server(
     port: int = 0,
     *,
     telemetry_stream: TelemetryStream | None = None,
-    max_batch: int = 512,
+    max_batch: int = DEFAULT_MAX_BATCH,
     worker_id: str = "",
     token: str | None = None,
     tls: TlsFiles | None = None,
@@ -211,12 +216,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="0 = let the OS choose (default)")
     parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     parser.add_argument("--max-buffer", type=int, default=1024, help="telemetry events buffered")
-    parser.add_argument("--max-batch", type=int, default=512, help="events per telemetry batch")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=DEFAULT_MAX_BATCH,
+        help=f"events per telemetry batch (default {DEFAULT_MAX_BATCH})",
+    )
     parser.add_argument(
         "--max-frame-bytes",
         type=int,
-        default=4 * 1024 * 1024,
-        help="largest telemetry frame (the client's limit)",
+        default=DEFAULT_MAX_FRAME_BYTES,
+        help=f"largest telemetry frame (the client's limit; default {DEFAULT_MAX_FRAME_BYTES})",
     )
     parser.add_argument(
         "--max-delay-ms",

@@ -27,7 +27,7 @@ from snakepit_bridge.proto import snakepit_bridge_pb2_grpc as pb_grpc
 from snakepit_bridge.server.codec import decode_parameters, encode_json, error_message
 from snakepit_bridge.telemetry.context import CORRELATION_HEADER
 from snakepit_bridge.telemetry.span import MAX_ERROR_MESSAGE_BYTES
-from snakepit_bridge.telemetry.stream import TelemetryStream
+from snakepit_bridge.telemetry.stream import DEFAULT_MAX_BATCH, TelemetryStream
 from snakepit_bridge.telemetry.text import head_utf8, tail_utf8
 
 #: The traceback of ``python.error.occurred`` keeps this many trailing UTF-8 bytes.
@@ -57,7 +57,7 @@ class BridgeService(pb_grpc.BridgeServiceServicer):
         self,
         telemetry_stream: TelemetryStream,
         *,
-        max_batch: int = 512,
+        max_batch: int = DEFAULT_MAX_BATCH,
         worker_id: str = "",
         raw_frames: bool = True,
     ) -> None:

@@ -101,6 +101,8 @@ from collections.abc import AsyncIterator, Iterable
 from fnmatch import fnmatchcase
 from typing import Any
 
+from snakepit_bridge import catalog
+
 from .wire import BATCH_TOTAL_TAGS, EventEncoder
 
 __all__ = ["TelemetryStream"]
@@ -122,7 +124,11 @@ _VERDICT_CACHE_LIMIT = 4096
 _STOCK_CHUNK = 64
 
 #: How long the oldest buffered event may wait for a batch to fill (seconds).
-DEFAULT_MAX_DELAY = 0.005
+#: The catalog's defaults (``priv/catalog/telemetry_catalog.json``), which the
+#: Elixir side uses too.
+DEFAULT_MAX_DELAY = catalog.defaults()["max_delay_ms"] / 1000
+DEFAULT_MAX_BATCH = catalog.defaults()["max_batch_events"]
+DEFAULT_MAX_FRAME_BYTES = catalog.defaults()["max_frame_bytes"]
 
 #: A buffer length no buffer reaches (nobody wants a wake-up).
 _NEVER = 1 << 62
@@ -255,7 +261,7 @@ class TelemetryStream:
         self,
         max_buffer: int = 1024,
         *,
-        max_frame_bytes: int = 4 * 1024 * 1024,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_batch_bytes: int = 1024 * 1024,
         totals_interval: float = 1.0,
         max_delay: float = DEFAULT_MAX_DELAY,
@@ -504,7 +510,12 @@ class TelemetryStream:
                     self._count("sent")
 
     async def stream_batched(
-        self, request_iterator: Any, context: Any, max_batch: int = 512, *, raw: bool = False
+        self,
+        request_iterator: Any,
+        context: Any,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        *,
+        raw: bool = False,
     ) -> AsyncIterator[Any]:
         """Handler body of ``StreamTelemetryBatched``: ``TelemetryEventBatch``
         frames of up to ``max_batch`` events plus the running totals (the
