@@ -6,14 +6,17 @@ defmodule Snakepit.Telemetry.Control do
   Each builder validates its input and returns `{:ok, control}` or
   `{:error, reason}`; nothing here raises on bad input.
 
-  Patterns are globs over Python event names (`"python.*"`,
-  `"tool.execution.?top"`): 1 to 128 bytes of letters, digits and `_ . - * ?`,
-  at most 64 per list.
+  Patterns are globs over Python event names with the meaning of Python's
+  `fnmatch.fnmatchcase` (`"python.*"`, `"tool.execution.?top"`,
+  `"python.[cg]*"`, `"python.[!cg]*"`; the table of
+  `priv/catalog/value_rules.json`): 1 to `max_pattern_bytes` (128) bytes of
+  letters, digits and `_ . - * ? [ ] !`, at most `max_patterns` (64) per list
+  (both catalog limits).
   """
 
-  @max_patterns 64
-  @max_pattern_bytes 128
-  @pattern ~r/\A[A-Za-z0-9_.*?-]+\z/
+  @max_patterns Snakepit.Telemetry.Catalog.limits().max_patterns
+  @max_pattern_bytes Snakepit.Telemetry.Catalog.limits().max_pattern_bytes
+  @pattern ~r/\A[A-Za-z0-9_.*?!\[\]-]+\z/
 
   @type pattern :: String.t()
   @type t ::

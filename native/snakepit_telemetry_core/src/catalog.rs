@@ -24,6 +24,9 @@ pub struct Limits {
     pub max_metadata_value_bytes: usize,
     pub max_correlation_id_bytes: usize,
     pub max_stderr_line_bytes: usize,
+    /// Sampling and filter patterns per list, and bytes per pattern.
+    pub max_patterns: usize,
+    pub max_pattern_bytes: usize,
 }
 
 /// Defaults both ends of a worker's connection agree on (the Python worker

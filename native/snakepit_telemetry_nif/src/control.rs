@@ -3,6 +3,7 @@
 //! stream replays on (re)connect is `snakepit_telemetry_core::settings`.
 
 use rustler::{Atom, NifResult, Term};
+use snakepit_telemetry_core::catalog::CATALOG;
 use snakepit_telemetry_core::wire::telemetry_control::Control;
 use snakepit_telemetry_core::wire::{
     TelemetryControl, TelemetryEventFilter, TelemetrySamplingUpdate, TelemetryToggle,
@@ -10,12 +11,18 @@ use snakepit_telemetry_core::wire::{
 
 use crate::{atoms, safe_decode};
 
-/// The bounds `Snakepit.Telemetry.Control` applies, enforced again here.
-const MAX_PATTERNS: usize = 64;
-const MAX_PATTERN_BYTES: usize = 128;
+/// The catalog bounds `Snakepit.Telemetry.Control` applies, enforced again
+/// here: `(max_patterns, max_pattern_bytes)`.
+fn pattern_bounds() -> (usize, usize) {
+    (
+        CATALOG.limits.max_patterns,
+        CATALOG.limits.max_pattern_bytes,
+    )
+}
 
 /// `{:toggle, bool} | {:sampling, float, [glob]} | {:filter, [glob], [glob]}`
 pub fn decode(term: Term) -> NifResult<TelemetryControl> {
+    let (count, bytes) = pattern_bounds();
     let (tag, rest) = match rustler::types::tuple::get_tuple(term)?.as_slice() {
         [tag, rest @ ..] => (tag.decode::<Atom>()?, rest.to_vec()),
         [] => return Err(rustler::Error::BadArg),
@@ -32,12 +39,12 @@ pub fn decode(term: Term) -> NifResult<TelemetryControl> {
             }
             Control::Sampling(TelemetrySamplingUpdate {
                 sampling_rate,
-                event_patterns: safe_decode::strings(*patterns, MAX_PATTERNS, MAX_PATTERN_BYTES)?,
+                event_patterns: safe_decode::strings(*patterns, count, bytes)?,
             })
         }
         [allow, deny] if tag == atoms::filter() => Control::Filter(TelemetryEventFilter {
-            allow: safe_decode::strings(*allow, MAX_PATTERNS, MAX_PATTERN_BYTES)?,
-            deny: safe_decode::strings(*deny, MAX_PATTERNS, MAX_PATTERN_BYTES)?,
+            allow: safe_decode::strings(*allow, count, bytes)?,
+            deny: safe_decode::strings(*deny, count, bytes)?,
         }),
         _ => return Err(rustler::Error::BadArg),
     };

@@ -46,6 +46,11 @@ defmodule Snakepit.Telemetry.ValueRulesTest do
     end
   end
 
+  test "Control accepts every glob of the table" do
+    patterns = @rules["globs"] |> Enum.map(& &1["pattern"]) |> Enum.uniq()
+    assert {:ok, ^patterns} = Snakepit.Telemetry.Control.patterns(patterns)
+  end
+
   test "the table has Elixir cases" do
     assert Enum.count(@rules["metadata"], &("elixir" in &1["paths"])) >= 10
   end
