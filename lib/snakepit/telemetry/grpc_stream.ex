@@ -369,9 +369,12 @@ defmodule Snakepit.Telemetry.GrpcStream do
     {:noreply, state}
   end
 
-  def handle_info({:snakepit_telemetry_ended, id, reason}, state) when is_binary(reason) do
-    if String.starts_with?(reason, "panic") do
-      Logger.error("telemetry stream #{inspect(id)} crashed in the NIF: #{reason}")
+  def handle_info({:snakepit_telemetry_ended, id, reason}, state)
+      when reason in [:stopped, :owner_down] or
+             (is_tuple(reason) and tuple_size(reason) == 2 and elem(reason, 0) == :panic and
+                is_binary(elem(reason, 1))) do
+    with {:panic, why} <- reason do
+      Logger.error("telemetry stream #{inspect(id)} crashed in the NIF: panic: #{why}")
     end
 
     :ets.delete(@handles, id)

@@ -4,7 +4,9 @@
 
 pub mod catalog;
 pub mod frame;
+pub mod lifecycle;
 pub mod raw_frames;
+pub mod reconnect;
 pub mod scan;
 pub mod settings;
 pub mod stderr;

@@ -6,6 +6,7 @@
 
 use rustler::env::SavedTerm;
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
+use snakepit_telemetry_core::lifecycle::{Status, StatusValue, TaskEnd};
 use snakepit_telemetry_core::validate::{Rejection, ValidEvent};
 
 use crate::config::WorkerContext;
@@ -26,21 +27,6 @@ pub struct Dispatcher {
 struct Batch {
     env: OwnedEnv,
     events: Vec<SavedTerm>,
-}
-
-/// A status event of the catalog's gRPC layer, e.g. `[:snakepit, :grpc, :stream, :opened]`.
-pub struct Status<'s> {
-    /// Dotted catalog name without the `snakepit.grpc.` prefix: `stream.opened`.
-    pub event: &'static str,
-    pub measurements: &'s [(&'static str, i64)],
-    /// Extra metadata besides node and worker_id.
-    pub metadata: &'s [(&'static str, StatusValue)],
-}
-
-pub enum StatusValue {
-    Text(String),
-    Int(i64),
-    Nil,
 }
 
 impl Dispatcher {
@@ -95,16 +81,16 @@ impl Dispatcher {
                 let m: Vec<(Atom, i64)> = status
                     .measurements
                     .iter()
-                    .map(|(k, v)| (atom(env, k), *v))
+                    .map(|&(k, v)| (atom(env, k), v))
                     .collect();
                 let mut md: Vec<(Term, Term)> = vec![
                     (atoms::node().encode(env), ctx.node.encode(env)),
                     (atoms::worker_id().encode(env), ctx.worker_id.encode(env)),
                     (atoms::stream_id().encode(env), id.to_string().encode(env)),
                 ];
-                for (k, v) in status.metadata {
+                for (k, v) in &status.metadata {
                     let v = match v {
-                        StatusValue::Text(s) => s.encode(env),
+                        StatusValue::Text(s) => s.as_ref().encode(env),
                         StatusValue::Int(i) => i.encode(env),
                         StatusValue::Nil => atoms::nil().encode(env),
                     };
@@ -117,10 +103,16 @@ impl Dispatcher {
             .map_err(|_| OwnerGone)
     }
 
-    /// `{:snakepit_telemetry_ended, stream_id, reason}`, the task's last word.
-    pub fn send_ended(&mut self, reason: &str) {
+    /// `{:snakepit_telemetry_ended, stream_id, reason}`, the task's last
+    /// word: `:stopped`, `:owner_down` or `{:panic, message}`.
+    pub fn send_ended(&mut self, end: &TaskEnd) {
         let id = self.stream_id;
         let _ = self.env.send_and_clear(&self.owner, |env| {
+            let reason = match end {
+                TaskEnd::Stopped => atoms::stopped().encode(env),
+                TaskEnd::OwnerDown => atoms::owner_down().encode(env),
+                TaskEnd::Panic(why) => (atoms::panic(), why.as_str()).encode(env),
+            };
             (atoms::snakepit_telemetry_ended(), id, reason).encode(env)
         });
     }

@@ -10,12 +10,14 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rustler::LocalPid;
 use snakepit_telemetry_core::catalog::CATALOG;
+use snakepit_telemetry_core::lifecycle::{Disconnect, Status, StreamState, TaskEnd};
 use snakepit_telemetry_core::raw_frames::RawFrames;
+use snakepit_telemetry_core::reconnect::Backoff;
 use snakepit_telemetry_core::scan::{split_batch, EventScratch};
 use snakepit_telemetry_core::validate::Rejection;
 use snakepit_telemetry_core::wire::TelemetryControl;
@@ -28,7 +30,7 @@ use tonic::{Code, IntoStreamingRequest, Streaming};
 use crate::auth::Bearer;
 use crate::catalog_terms;
 use crate::config::{RpcChoice, StreamConfig};
-use crate::dispatch::{Dispatcher, OwnerGone, Status, StatusValue};
+use crate::dispatch::{Dispatcher, OwnerGone};
 use crate::stats::StreamStats;
 use snakepit_telemetry_core::settings::Settings;
 
@@ -91,13 +93,13 @@ pub async fn run(
         shared,
         controls,
     };
-    let reason = match task.supervise().await {
-        Err(Stop::Stopped) => "stopped",
-        Err(Stop::OwnerGone) => "owner_down",
+    let end = match task.supervise().await {
+        Err(Stop::Stopped) => TaskEnd::Stopped,
+        Err(Stop::OwnerGone) => TaskEnd::OwnerDown,
         Ok(never) => match never {},
     };
-    task.shared.stats.set_state("ended");
-    task.dispatcher.send_ended(reason);
+    task.shared.stats.set_state(StreamState::Ended);
+    task.dispatcher.send_ended(&end);
 }
 
 fn nanos_since(t: Instant) -> i64 {
@@ -123,7 +125,7 @@ impl Task {
         let mut failures: u32 = 0;
         let mut lost_at: Option<Instant> = None;
         loop {
-            self.shared.stats.set_state("connecting");
+            self.shared.stats.set_state(StreamState::Connecting);
             let started = Instant::now();
             match self.open().await? {
                 Ok((incoming, tx)) => {
@@ -132,15 +134,9 @@ impl Task {
                     let (reason, opened_at, messages) = self.pump(incoming, tx).await?;
                     self.lost(&reason, opened_at, messages)?;
                     lost_at = Some(Instant::now());
-                    // Only a stream that stayed up resets the backoff: one
-                    // that ends at once (a peer that accepts and hangs up)
-                    // counts as a failure, so a flapping peer costs a
-                    // connect per backoff step, not a connect loop.
-                    failures = if opened_at.elapsed() >= self.healthy_after() {
-                        0
-                    } else {
-                        failures.saturating_add(1)
-                    };
+                    failures = self
+                        .backoff_policy()
+                        .after_stream(failures, opened_at.elapsed());
                 }
                 Err(error) => {
                     self.shared.stats.set_error(&error);
@@ -156,7 +152,7 @@ impl Task {
     #[allow(clippy::type_complexity)]
     async fn open(
         &mut self,
-    ) -> Result<Result<(Incoming, mpsc::Sender<TelemetryControl>), String>, Stop> {
+    ) -> Result<Result<(Incoming, mpsc::Sender<TelemetryControl>), Disconnect>, Stop> {
         let cfg = self.cfg.clone();
         let opening = self.settings.opening_frames();
         let stock = self.use_stock;
@@ -205,73 +201,38 @@ impl Task {
     ) -> Result<(), Stop> {
         let stats = &self.shared.stats;
         StreamStats::add(&stats.connects, 1);
-        stats.set_state("open");
+        stats.set_state(StreamState::Open);
         stats.set_rpc(if self.use_stock {
             "StreamTelemetry"
         } else {
             "StreamTelemetryBatched"
         });
         let ctx = &self.cfg.context;
-        let port = ctx.python_port.map_or(StatusValue::Nil, StatusValue::Int);
-        self.dispatcher.send_status(
-            &Status {
-                event: "connection.established",
-                measurements: &[
-                    ("duration", nanos_since(started)),
-                    ("system_time", system_time()),
-                ],
-                metadata: &[
-                    ("python_port", port),
-                    ("retry_count", StatusValue::Int(retries)),
-                ],
-            },
-            ctx,
-        )?;
+        let established = Status::connection_established(
+            nanos_since(started),
+            system_time(),
+            ctx.python_port,
+            retries,
+        );
+        self.dispatcher.send_status(&established, ctx)?;
         if let Some(lost) = lost_at {
             StreamStats::add(&stats.reconnects, 1);
-            self.dispatcher.send_status(
-                &Status {
-                    event: "connection.reconnected",
-                    measurements: &[("downtime", nanos_since(lost)), ("retry_count", retries)],
-                    metadata: &[],
-                },
-                ctx,
-            )?;
+            let again = Status::connection_reconnected(nanos_since(lost), retries);
+            self.dispatcher.send_status(&again, ctx)?;
         }
-        self.dispatcher.send_status(
-            &Status {
-                event: "stream.opened",
-                measurements: &[("system_time", system_time())],
-                metadata: &[("correlation_id", StatusValue::Nil)],
-            },
-            ctx,
-        )?;
+        let opened = Status::stream_opened(system_time());
+        self.dispatcher.send_status(&opened, ctx)?;
         Ok(())
     }
 
-    fn lost(&mut self, reason: &str, opened_at: Instant, messages: i64) -> Result<(), Stop> {
-        self.shared.stats.set_error(reason);
+    fn lost(&mut self, why: &Disconnect, opened_at: Instant, messages: i64) -> Result<(), Stop> {
+        self.shared.stats.set_error(why);
         let ctx = &self.cfg.context;
-        let why = || StatusValue::Text(reason.to_owned());
-        self.dispatcher.send_status(
-            &Status {
-                event: "stream.closed",
-                measurements: &[
-                    ("duration", nanos_since(opened_at)),
-                    ("message_count", messages),
-                ],
-                metadata: &[("reason", why())],
-            },
-            ctx,
-        )?;
-        self.dispatcher.send_status(
-            &Status {
-                event: "connection.lost",
-                measurements: &[("uptime", nanos_since(opened_at)), ("call_count", messages)],
-                metadata: &[("reason", why())],
-            },
-            ctx,
-        )?;
+        let uptime = nanos_since(opened_at);
+        let closed = Status::stream_closed(uptime, messages, Some(why));
+        self.dispatcher.send_status(&closed, ctx)?;
+        let lost = Status::connection_lost(uptime, messages, why);
+        self.dispatcher.send_status(&lost, ctx)?;
         Ok(())
     }
 
@@ -281,7 +242,7 @@ impl Task {
         &mut self,
         mut incoming: Incoming,
         tx: mpsc::Sender<TelemetryControl>,
-    ) -> Result<(String, Instant, i64), Stop> {
+    ) -> Result<(Disconnect, Instant, i64), Stop> {
         let opened_at = Instant::now();
         let mut messages: i64 = 0;
         loop {
@@ -318,21 +279,20 @@ impl Task {
         &mut self,
         next: Result<Option<Bytes>, tonic::Status>,
         messages: &mut i64,
-    ) -> Option<String> {
+    ) -> Option<Disconnect> {
         match next {
             Ok(Some(frame)) => {
                 *messages += 1;
                 self.ingest(&frame);
                 None
             }
-            Ok(None) => Some("closed by worker".to_owned()),
-            Err(status) => {
-                if is_oversized_frame(&status) {
-                    let limit = self.cfg.max_frame_bytes;
-                    self.shared.stats.reject(&Rejection::FrameTooLarge(limit));
-                }
-                Some(describe(&status))
+            Ok(None) => Some(Disconnect::ClosedByWorker),
+            Err(status) if is_oversized_frame(&status) => {
+                let limit = self.cfg.max_frame_bytes;
+                self.shared.stats.reject(&Rejection::FrameTooLarge(limit));
+                Some(Disconnect::FrameTooLarge(status.message().to_owned()))
             }
+            Err(status) => Some(disconnect(&status)),
         }
     }
 
@@ -416,38 +376,27 @@ impl Task {
 
     /// The stream ends because the worker was unregistered.
     fn closing(&mut self, opened_at: Instant, messages: i64) {
-        let _ = self.dispatcher.send_status(
-            &Status {
-                event: "stream.closed",
-                measurements: &[
-                    ("duration", nanos_since(opened_at)),
-                    ("message_count", messages),
-                ],
-                metadata: &[("reason", StatusValue::Text("unregistered".into()))],
-            },
-            &self.cfg.context,
-        );
+        let closed = Status::stream_closed(nanos_since(opened_at), messages, None);
+        let _ = self.dispatcher.send_status(&closed, &self.cfg.context);
     }
 
-    /// How long a stream must stay open to count as healthy: the longest
-    /// backoff, at least a second.
-    fn healthy_after(&self) -> Duration {
-        self.cfg.backoff_max.max(Duration::from_secs(1))
+    fn backoff_policy(&self) -> Backoff {
+        Backoff {
+            initial: self.cfg.backoff_initial,
+            max: self.cfg.backoff_max,
+        }
     }
 
     /// Exponential backoff, bounded, with jitter; returns early when stopped.
     async fn backoff(&mut self, failures: u32) -> Result<(), Stop> {
-        self.shared.stats.set_state("backoff");
-        let base = self.cfg.backoff_initial.as_millis() as u64;
-        let exp = base.saturating_mul(1u64 << failures.min(16));
-        let capped = exp.min(self.cfg.backoff_max.as_millis() as u64).max(1);
-        let jitter = (SystemTime::now()
+        self.shared.stats.set_state(StreamState::Backoff);
+        // The clock's nanoseconds: enough to spread workers that failed together.
+        let entropy = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
-            .subsec_nanos() as u64)
-            % (capped / 4 + 1);
-        let sleep = tokio::time::sleep(Duration::from_millis(capped + jitter));
-        self.recording_controls(sleep).await
+            .subsec_nanos();
+        let wait = self.backoff_policy().delay(failures, u64::from(entropy));
+        self.recording_controls(tokio::time::sleep(wait)).await
     }
 }
 
@@ -458,8 +407,9 @@ async fn open_stream(
     cfg: &StreamConfig,
     opening: Vec<TelemetryControl>,
     mut stock: bool,
-) -> Result<(Incoming, mpsc::Sender<TelemetryControl>, bool), String> {
-    let endpoint = crate::tls::endpoint(&cfg.endpoint, cfg.tls.as_ref())?
+) -> Result<(Incoming, mpsc::Sender<TelemetryControl>, bool), Disconnect> {
+    let endpoint = crate::tls::endpoint(&cfg.endpoint, cfg.tls.as_ref())
+        .map_err(Disconnect::InvalidEndpoint)?
         .connect_timeout(cfg.connect_timeout)
         .tcp_nodelay(true)
         // The HTTP/2 windows bound what the worker can send ahead of our
@@ -471,8 +421,8 @@ async fn open_stream(
         .keep_alive_timeout(cfg.keepalive_timeout);
     let channel = tokio::time::timeout(cfg.connect_timeout, endpoint.connect())
         .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| format!("connect failed: {e}"))?;
+        .map_err(|_| Disconnect::ConnectTimeout)?
+        .map_err(|e| Disconnect::ConnectFailed(e.to_string()))?;
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(cfg.max_frame_bytes);
     loop {
         let (tx, rx) = mpsc::channel(64);
@@ -490,8 +440,8 @@ async fn open_stream(
             {
                 stock = true;
             }
-            Ok(Err(s)) => return Err(describe(&s)),
-            Err(_) => return Err("stream open timed out".to_owned()),
+            Ok(Err(s)) => return Err(disconnect(&s)),
+            Err(_) => return Err(Disconnect::OpenTimeout),
         }
     }
 }
@@ -519,8 +469,11 @@ fn is_oversized_frame(s: &tonic::Status) -> bool {
     s.code() == Code::OutOfRange && s.message().contains("message length too large")
 }
 
-fn describe(s: &tonic::Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
+fn disconnect(s: &tonic::Status) -> Disconnect {
+    Disconnect::Status {
+        code: s.code(),
+        message: s.message().to_owned(),
+    }
 }
 
 /// Polls a future once: `Some(output)` if it is ready now.

@@ -1,8 +1,9 @@
 //! Per-stream counters, written by the stream task and read by `stream_stats`.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use snakepit_telemetry_core::lifecycle::StreamState;
 use snakepit_telemetry_core::totals::Sources;
 use snakepit_telemetry_core::validate::Rejection;
 
@@ -21,7 +22,8 @@ pub struct StreamStats {
     /// Times the task stopped reading because Elixir had no credit left.
     pub credit_waits: AtomicU64,
     pub controls_sent: AtomicU64,
-    pub state: Mutex<&'static str>,
+    /// A `StreamState` as `u8` (0, `Connecting`, by default).
+    state: AtomicU8,
     pub rpc: Mutex<&'static str>,
     pub last_error: Mutex<Option<String>>,
 }
@@ -43,8 +45,12 @@ impl StreamStats {
         self.rejected[i].fetch_add(1, Relaxed);
     }
 
-    pub fn set_state(&self, state: &'static str) {
-        *self.state.lock().unwrap() = state;
+    pub fn set_state(&self, state: StreamState) {
+        self.state.store(state as u8, Relaxed);
+    }
+
+    pub fn state(&self) -> StreamState {
+        StreamState::from_u8(self.state.load(Relaxed))
     }
 
     pub fn set_rpc(&self, rpc: &'static str) {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustler::{Atom, Encoder, Env, LocalPid, NifResult, ResourceArc, Term};
+use snakepit_telemetry_core::lifecycle::{StreamState, TaskEnd};
 use snakepit_telemetry_core::validate::Rejection;
 use snakepit_telemetry_core::wire::TelemetryControl;
 use tokio::sync::{mpsc, Semaphore};
@@ -77,7 +78,7 @@ fn stream_start(
                     .unwrap_or_else(|| "unknown panic".into()),
                 Err(e) => e.to_string(),
             };
-            Dispatcher::new(owner, id).send_ended(&format!("panic: {why}"));
+            Dispatcher::new(owner, id).send_ended(&TaskEnd::Panic(why));
         }
     });
     let handle = ResourceArc::new(StreamHandle {
@@ -138,17 +139,16 @@ mod keys {
         rejected, rejected_by_reason, connects, reconnects, python_dropped,
         python_emitted, python_sampled_out, python_filtered_out, python_disabled,
         python_lost, python_totals, python_auth_rejected, credit_waits, controls_sent, last_error,
-        connecting, open, backoff, ended, unknown,
+        connecting, open, backoff, ended,
     }
 }
 
-fn state_atom(state: &str) -> Atom {
+fn state_atom(state: StreamState) -> Atom {
     match state {
-        "connecting" => keys::connecting(),
-        "open" => keys::open(),
-        "backoff" => keys::backoff(),
-        "ended" => keys::ended(),
-        _ => keys::unknown(),
+        StreamState::Connecting => keys::connecting(),
+        StreamState::Open => keys::open(),
+        StreamState::Backoff => keys::backoff(),
+        StreamState::Ended => keys::ended(),
     }
 }
 
@@ -174,7 +174,7 @@ fn stream_stats<'a>(env: Env<'a>, handle: ResourceArc<StreamHandle>) -> NifResul
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let (python, lost, reported) = s.sources.lock().unwrap_or_else(|p| p.into_inner()).totals();
-    let state = *s.state.lock().unwrap_or_else(|p| p.into_inner());
+    let state = s.state();
     let rpc = *s.rpc.lock().unwrap_or_else(|p| p.into_inner());
     let k = |a: Atom| a.encode(env);
     let pairs: Vec<(Term, Term)> = vec![

@@ -212,8 +212,13 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
       assert_receive {[:snakepit, :grpc, :stream, :closed], _, %{message_count: _}, %{reason: _}},
                      5_000
 
-      assert_receive {[:snakepit, :grpc, :connection, :lost], _, %{uptime: _}, %{worker_id: ^id}},
+      assert_receive {[:snakepit, :grpc, :connection, :lost], _, %{uptime: _},
+                      %{worker_id: ^id, reason: reason, error_message: message}},
                      5_000
+
+      # A stable kind to tag metrics with (closed_by_worker, unavailable, ...);
+      # the transport's own text is beside it.
+      assert reason =~ ~r/\A[a-z_]+\z/ and is_binary(message) and message != ""
 
       w2 = PythonWorker.start!(port: w.port, token: w.token)
 
