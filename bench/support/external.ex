@@ -20,10 +20,7 @@ defmodule SnakepitBench.External do
     # exec keeps the OS pid; its per-stream log on stderr is not wanted.
     shell = "exec #{command_line(loadgen_binary(), args)} 2>/dev/null"
 
-    start(:loadgen, "/bin/sh", ["-c", shell], [], fn
-      "LISTENING " <> port -> {:ok, String.to_integer(port)}
-      _ -> :more
-    end)
+    start(:loadgen, "/bin/sh", ["-c", shell], [], "LISTENING ", &String.to_integer/1)
     |> Map.put(:command, command_line(rel, args))
   end
 
@@ -58,16 +55,12 @@ defmodule SnakepitBench.External do
     auth? = Keyword.get(opts, :auth, true)
     auth = if auth?, do: "--auth-token-stdin", else: "--no-auth"
     args = [script, "--port", "0", "--sample-interval-ms", "0", "--demo-tools", auth | args]
-    env = Snakepit.Python.port_env()
-    port_opts = [env: env, first_line: if(auth?, do: Snakepit.Auth.reveal(token()))]
+    stdin = if auth?, do: [Snakepit.Auth.reveal(token()), ?\n]
+    opts = [env: Snakepit.Python.env(), stdin: stdin]
 
-    start(:python, Snakepit.Python.executable(), args, port_opts, fn
-      "SNAKEPIT_READY " <> json ->
-        [_, port] = Regex.run(~r/"port":\s*(\d+)/, json)
-        {:ok, String.to_integer(port)}
-
-      _ ->
-        :more
+    start(:python, Snakepit.Python.executable(), args, opts, "SNAKEPIT_READY ", fn json ->
+      [_, port] = Regex.run(~r/"port":\s*(\d+)/, json)
+      String.to_integer(port)
     end)
     |> Map.put(
       :command,
@@ -79,60 +72,21 @@ defmodule SnakepitBench.External do
 
   @doc "Kills the process (SIGKILL) and its owner."
   def stop(%{os_pid: os_pid, owner: owner}) do
-    System.cmd("kill", ["-9", to_string(os_pid)], stderr_to_stdout: true)
+    Snakepit.OSProcess.signal(os_pid, "KILL")
     send(owner, :stop)
     :ok
   end
 
-  defp start(kind, exe, args, port_opts, ready?) do
-    caller = self()
-    {first_line, port_opts} = Keyword.pop(port_opts, :first_line)
+  defp start(kind, exe, args, opts, ready, port_of) do
+    case Snakepit.OSProcess.spawn_owned(exe, args, ready, opts) do
+      {:ok, %{os_pid: os_pid, owner: owner, ready: rest}} ->
+        %{kind: kind, endpoint: "127.0.0.1:#{port_of.(rest)}", os_pid: os_pid, owner: owner}
 
-    owner =
-      spawn(fn ->
-        port =
-          Port.open(
-            {:spawn_executable, exe},
-            [:binary, :exit_status, :stderr_to_stdout, {:line, 65_536}, args: args] ++
-              port_opts
-          )
-
-        if first_line, do: Port.command(port, [first_line, ?\n])
-        {:os_pid, os_pid} = Port.info(port, :os_pid)
-        drain(port, caller, os_pid, ready?, [])
-      end)
-
-    receive do
-      {:ready, ^owner, os_pid, port} ->
-        %{kind: kind, endpoint: "127.0.0.1:#{port}", os_pid: os_pid, owner: owner}
-
-      {:exited, ^owner, status, lines} ->
+      {:error, {:exited, status, lines}} ->
         raise "#{kind} exited #{status} before it was ready:\n#{Enum.join(lines, "\n")}"
-    after
-      20_000 -> raise "#{kind} was not ready within 20 s"
-    end
-  end
 
-  defp drain(port, caller, os_pid, ready?, lines) do
-    receive do
-      {^port, {:data, {_, line}}} when ready? != nil ->
-        case ready?.(line) do
-          {:ok, p} ->
-            send(caller, {:ready, self(), os_pid, p})
-            drain(port, caller, os_pid, nil, [])
-
-          :more ->
-            drain(port, caller, os_pid, ready?, Enum.take([line | lines], 30))
-        end
-
-      {^port, {:data, _}} ->
-        drain(port, caller, os_pid, nil, lines)
-
-      {^port, {:exit_status, status}} ->
-        if ready?, do: send(caller, {:exited, self(), status, Enum.reverse(lines)})
-
-      :stop ->
-        :ok
+      {:error, reason} ->
+        raise "#{kind} was not ready: #{inspect(reason)}"
     end
   end
 

@@ -37,7 +37,7 @@ defmodule SnakepitBench.SoakHostile do
   end
 
   def kill_all(os_pids),
-    do: Enum.each(os_pids, &System.cmd("kill", ["-9", "#{&1}"], stderr_to_stdout: true))
+    do: Enum.each(os_pids, &Snakepit.OSProcess.signal(&1, "KILL"))
 
   @doc "Sends junk to GrpcStream and the workers until `stop?` says so."
   def stray_loop(stop?, seed) do

@@ -26,35 +26,26 @@ defmodule SnakepitBench.SoakWorkers do
 
   @doc "Starts worker `i` on `port`; waits for its ready line (20 s at most)."
   def start(i, port) do
-    caller = self()
-    env = Snakepit.Python.port_env()
+    started =
+      Snakepit.OSProcess.spawn_owned(
+        Snakepit.Python.executable(),
+        [script() | args(port)],
+        @ready,
+        env: Snakepit.Python.env(),
+        stdin: [Snakepit.Auth.reveal(SnakepitBench.External.token()), ?\n],
+        timeout: 20_000
+      )
 
-    owner =
-      spawn(fn ->
-        port =
-          Port.open({:spawn_executable, Snakepit.Python.executable()}, [
-            :binary,
-            :exit_status,
-            :stderr_to_stdout,
-            {:line, 65_536},
-            args: [script() | args(port)],
-            env: env
-          ])
-
-        Port.command(port, [Snakepit.Auth.reveal(SnakepitBench.External.token()), ?\n])
-        {:os_pid, os_pid} = Port.info(port, :os_pid)
-        drain(port, caller, os_pid, false, [])
-      end)
-
-    receive do
-      {:ready, ^owner, os_pid} ->
+    case started do
+      {:ok, %{os_pid: os_pid, owner: owner}} ->
         :ets.insert(@table, {i, %{port: port, os_pid: os_pid, owner: owner}})
         :ok
 
-      {:exited, ^owner, status, lines} ->
+      {:error, {:exited, status, lines}} ->
         {:error, {:exited, status, Enum.join(lines, "\n")}}
-    after
-      20_000 -> {:error, :not_ready_in_20_s}
+
+      {:error, reason} ->
+        {:error, reason}
     end
   end
 
@@ -70,7 +61,7 @@ defmodule SnakepitBench.SoakWorkers do
   def kill(i) do
     [{^i, %{os_pid: os_pid, owner: owner}}] = :ets.lookup(@table, i)
     ref = Process.monitor(owner)
-    System.cmd("kill", ["-9", to_string(os_pid)], stderr_to_stdout: true)
+    Snakepit.OSProcess.signal(os_pid, "KILL")
 
     receive do
       {:DOWN, ^ref, _, _, _} -> :ok
@@ -83,7 +74,7 @@ defmodule SnakepitBench.SoakWorkers do
   def kill_all do
     if :ets.whereis(@table) != :undefined do
       for {_, %{os_pid: os_pid}} <- :ets.tab2list(@table) do
-        System.cmd("kill", ["-9", to_string(os_pid)], stderr_to_stdout: true)
+        Snakepit.OSProcess.signal(os_pid, "KILL")
       end
     end
 
@@ -101,23 +92,6 @@ defmodule SnakepitBench.SoakWorkers do
 
       _ ->
         nil
-    end
-  end
-
-  # Holds the port; after the ready line its output is discarded (the last
-  # lines are kept until then, for the error of a worker that never starts).
-  defp drain(port, caller, os_pid, ready, lines) do
-    receive do
-      {^port, {:data, {:eol, @ready <> _}}} when not ready ->
-        send(caller, {:ready, self(), os_pid})
-        drain(port, caller, os_pid, true, [])
-
-      {^port, {:data, {_, line}}} ->
-        lines = if ready, do: lines, else: Enum.take([line | lines], 30)
-        drain(port, caller, os_pid, ready, lines)
-
-      {^port, {:exit_status, status}} ->
-        unless ready, do: send(caller, {:exited, self(), status, Enum.reverse(lines)})
     end
   end
 end

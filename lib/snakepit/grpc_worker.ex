@@ -34,11 +34,13 @@ defmodule Snakepit.GRPCWorker do
   use GenServer, restart: :transient
   require Logger
 
-  alias Snakepit.{Args, Auth, Stray, TLS}
+  alias Snakepit.{Args, Auth, OSProcess, Stray, TLS}
   alias Snakepit.GRPC.Client
   alias Snakepit.Telemetry.{GrpcStream, Naming, StderrIngest}
 
   @ready "SNAKEPIT_READY "
+  # Output lines longer than this are counted (line_too_long), never held.
+  @max_line Snakepit.Telemetry.Catalog.limits().max_stderr_line_bytes
   # Our worker accepts pings every second (grpc_server.py): ping an idle
   # stream every 10 s, so a stalled worker is found within about 20 s.
   @stream_defaults [keepalive_interval_ms: 10_000, keepalive_timeout_ms: 10_000]
@@ -292,25 +294,23 @@ defmodule Snakepit.GRPCWorker do
 
     token = Auth.new_token()
 
-    port =
-      Port.open({:spawn_executable, exe}, [
-        :binary,
-        :exit_status,
-        :stderr_to_stdout,
-        {:line, 65_536},
-        args: args,
-        env: Snakepit.Python.port_env(Keyword.get(opts, :env, []))
-      ])
+    # The token is the first line of its stdin; the rest of stdin only
+    # signals our end.
+    proc =
+      OSProcess.open(exe, args,
+        env: Snakepit.Python.env(Keyword.get(opts, :env, [])),
+        max_line: @max_line,
+        stdin: [Auth.reveal(token), ?\n]
+      )
 
-    # The first line of its stdin; the rest of stdin only signals our end.
-    Port.command(port, [Auth.reveal(token), ?\n])
-    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    os_pid = proc.os_pid
     ctx = %{worker_id: id, pool_name: pool, python_pid: os_pid}
 
     state = %{
       id: id,
       pool_name: pool,
-      port: port,
+      port: proc.port,
+      proc: proc,
       os_pid: os_pid,
       token: token,
       tls: nil,
@@ -327,33 +327,26 @@ defmodule Snakepit.GRPCWorker do
     }
 
     case await_ready(state, Keyword.get(opts, :ready_timeout, 15_000)) do
-      {:ok, python_port} -> {:ok, connect(state, python_port)}
+      {:ok, python_port, proc} -> {:ok, connect(%{state | proc: proc}, python_port)}
       {:error, reason} -> {:stop, reason}
     end
   end
 
-  defp await_ready(%{port: port} = s, timeout) do
-    receive do
-      {^port, {:data, {:eol, @ready <> json}}} ->
+  defp await_ready(s, timeout) do
+    case OSProcess.await_line(s.proc, @ready, timeout, &StderrIngest.push(s.ingest, &1)) do
+      {:ok, json, proc} ->
         case Regex.run(~r/"port":\s*(\d+)/, json) do
-          [_, p] -> {:ok, String.to_integer(p)}
+          [_, p] -> {:ok, String.to_integer(p), proc}
           _ -> {:error, {:bad_ready_line, json}}
         end
 
-      {^port, {:data, {:eol, line}}} ->
-        StderrIngest.push(s.ingest, line)
-        await_ready(s, timeout)
-
-      {^port, {:data, {:noeol, _}}} ->
-        await_ready(s, timeout)
-
-      {^port, {:exit_status, status}} ->
+      {:exit, status, _proc} ->
         # Its output (a traceback, say) is logged before init fails.
         StderrIngest.drain(s.ingest, 2_000)
         {:error, {:python_exited_before_ready, status}}
-    after
-      timeout ->
-        kill(s.os_pid, "KILL")
+
+      {:timeout, proc} ->
+        OSProcess.signal(proc.os_pid, "KILL")
         {:error, {:python_not_ready, "no #{String.trim(@ready)} line within #{timeout} ms"}}
     end
   end
@@ -437,12 +430,8 @@ defmodule Snakepit.GRPCWorker do
   def handle_cast(message, s), do: Stray.cast(__MODULE__, message, s)
 
   @impl true
-  def handle_info({port, {:data, {:eol, line}}}, %{port: port} = s) do
-    StderrIngest.push(s.ingest, line)
-    {:noreply, s}
-  end
-
-  def handle_info({port, {:data, {:noeol, _}}}, %{port: port} = s), do: {:noreply, s}
+  def handle_info({port, {:data, data}}, %{port: port} = s),
+    do: {:noreply, %{s | proc: StderrIngest.push_output(s.ingest, s.proc, data)}}
 
   def handle_info({port, {:exit_status, status}}, %{port: port} = s) do
     StderrIngest.drain(s.ingest, 2_000)
@@ -490,22 +479,5 @@ defmodule Snakepit.GRPCWorker do
 
   # SIGTERM lets the worker shut down gracefully; SIGKILL if it lingers.
   defp stop_python(%{port: nil}), do: :ok
-
-  defp stop_python(%{port: port, os_pid: os_pid} = s) do
-    kill(os_pid, "TERM")
-    grace = Keyword.get(s.opts, :shutdown_grace, 2_000)
-
-    receive do
-      {^port, {:exit_status, _}} -> :ok
-    after
-      grace -> kill(os_pid, "KILL")
-    end
-
-    if Port.info(port) != nil, do: Port.close(port)
-    :ok
-  end
-
-  defp kill(os_pid, signal) do
-    System.cmd("kill", ["-#{signal}", Integer.to_string(os_pid)], stderr_to_stdout: true)
-  end
+  defp stop_python(s), do: OSProcess.stop(s.proc, Keyword.get(s.opts, :shutdown_grace, 2_000))
 end

@@ -28,12 +28,6 @@ defmodule Snakepit.Python do
       Enum.map(extra, fn {k, v} -> {to_string(k), to_string(v)} end)
   end
 
-  @doc "`env/1` as `Port.open/2` takes it: charlist pairs."
-  @spec port_env(keyword | [{String.t(), String.t()}]) :: [{charlist, charlist}]
-  def port_env(extra \\ []) do
-    for {k, v} <- env(extra), do: {String.to_charlist(k), String.to_charlist(v)}
-  end
-
   defp default_executable do
     venv = Path.join(project_root(), ".venv/bin/python")
 

@@ -20,6 +20,37 @@ defmodule Snakepit.GRPCWorkerTest do
     start_supervised!({GRPCWorker, [id: id, pool_name: :worker_test] ++ opts})
   end
 
+  test "an output line over the limit is counted whole, never read as the lines it was cut into",
+       %{id: id} do
+    support = Path.expand("../support", __DIR__)
+
+    pid =
+      start_worker(id,
+        args: ["--tool-module", "output_tools"],
+        env: [{"PYTHONPATH", Snakepit.Python.package_dir() <> ":" <> support}]
+      )
+
+    ref =
+      :telemetry_test.attach_event_handlers(self(), [[:snakepit, :python, :tool, :result_size]])
+
+    on_exit(fn -> :telemetry.detach(ref) end)
+    max = Snakepit.Telemetry.Catalog.limits().max_stderr_line_bytes
+    event = fn n -> ~s(TELEMETRY:{"event":"tool.result_size","measurements":{"bytes":#{n}}}) end
+    # The port hands this over as max bytes of padding, then an event's text.
+    line = String.duplicate("x", max) <> event.(424_242)
+    before = Snakepit.Telemetry.PythonCapture.stats()
+    {:ok, _} = GRPCWorker.execute(pid, "write_output", %{text: line})
+    # A line after it: once its event is here, the long one was handled.
+    {:ok, _} = GRPCWorker.execute(pid, "write_output", %{text: event.(777)})
+    assert_receive {[:snakepit, :python, :tool, :result_size], _, %{bytes: 777}, _}, 5_000
+
+    refute_received {[:snakepit, :python, :tool, :result_size], _, %{bytes: 424_242}, _}
+    after_ = Snakepit.Telemetry.PythonCapture.stats()
+
+    assert after_.malformed_by_reason[:line_too_long] ==
+             (before.malformed_by_reason[:line_too_long] || 0) + 1
+  end
+
   test "emits spawned when ready and terminated when stopped; the Python process ends", %{id: id} do
     pid = start_worker(id)
 

@@ -61,5 +61,5 @@ defmodule Snakepit.PoolTest do
   end
 
   defp os_alive?(pid),
-    do: match?({_, 0}, System.cmd("kill", ["-0", "#{pid}"], stderr_to_stdout: true))
+    do: Snakepit.OSProcess.signal(pid, "0")
 end

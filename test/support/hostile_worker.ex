@@ -7,9 +7,7 @@ defmodule Snakepit.Test.HostileWorker do
   def start!(mode, args \\ []) do
     peer = open!(mode, args)
 
-    ExUnit.Callbacks.on_exit(fn ->
-      System.cmd("kill", ["-9", "#{peer.os_pid}"], stderr_to_stdout: true)
-    end)
+    ExUnit.Callbacks.on_exit(fn -> Snakepit.OSProcess.signal(peer.os_pid, "KILL") end)
 
     peer
   end
@@ -18,25 +16,18 @@ defmodule Snakepit.Test.HostileWorker do
   def open!(mode, args \\ []) do
     script = Path.expand("hostile_worker.py", __DIR__)
 
-    port =
-      Port.open({:spawn_executable, Snakepit.Python.executable()}, [
-        :binary,
-        :exit_status,
-        {:line, 1024},
-        args: [script, "--mode", mode | args],
-        env: Snakepit.Python.port_env()
-      ])
+    started =
+      Snakepit.OSProcess.spawn_owned(
+        Snakepit.Python.executable(),
+        [script, "--mode", mode | args],
+        "HOSTILE_READY ",
+        env: Snakepit.Python.env(),
+        timeout: 30_000
+      )
 
-    {:os_pid, os_pid} = Port.info(port, :os_pid)
-
-    receive do
-      {^port, {:data, {:eol, "HOSTILE_READY " <> p}}} ->
-        %{endpoint: "127.0.0.1:#{p}", os_pid: os_pid}
-
-      {^port, {:exit_status, status}} ->
-        raise "hostile worker (#{mode}) exited #{status}"
-    after
-      30_000 -> raise "hostile worker (#{mode}) did not start"
+    case started do
+      {:ok, %{os_pid: os_pid, ready: p}} -> %{endpoint: "127.0.0.1:#{p}", os_pid: os_pid}
+      {:error, reason} -> raise "hostile worker (#{mode}) did not start: #{inspect(reason)}"
     end
   end
 end

@@ -17,28 +17,21 @@ defmodule Snakepit.Test.LoadGen do
     # exec keeps the OS pid; its per-stream log on stderr is not needed here.
     command = Enum.map_join([binary(), "--listen", "127.0.0.1:0" | args], " ", &shell_quote/1)
 
-    port =
-      Port.open({:spawn_executable, "/bin/sh"}, [
-        :binary,
-        :exit_status,
-        {:line, 1024},
-        args: ["-c", "exec #{command} 2>/dev/null"]
-      ])
+    started =
+      Snakepit.OSProcess.spawn_owned(
+        "/bin/sh",
+        ["-c", "exec #{command} 2>/dev/null"],
+        "LISTENING ",
+        timeout: 10_000
+      )
 
-    {:os_pid, os_pid} = Port.info(port, :os_pid)
-
-    ExUnit.Callbacks.on_exit(fn ->
-      System.cmd("kill", ["-9", "#{os_pid}"], stderr_to_stdout: true)
-    end)
-
-    receive do
-      {^port, {:data, {:eol, "LISTENING " <> p}}} ->
+    case started do
+      {:ok, %{os_pid: os_pid, ready: p}} ->
+        ExUnit.Callbacks.on_exit(fn -> Snakepit.OSProcess.signal(os_pid, "KILL") end)
         %{endpoint: "127.0.0.1:#{p}", port: String.to_integer(p), os_pid: os_pid}
 
-      {^port, {:exit_status, status}} ->
-        raise "loadgen exited #{status}"
-    after
-      10_000 -> raise "loadgen did not start"
+      {:error, reason} ->
+        raise "loadgen did not start: #{inspect(reason)}"
     end
   end
 

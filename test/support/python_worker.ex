@@ -10,73 +10,50 @@ defmodule Snakepit.Test.PythonWorker do
   %{endpoint, port, os_pid, owner, token}. Killed at test exit.
   """
   def start!(opts \\ []) do
-    test = self()
     port_number = Keyword.get(opts, :port, 0)
     # No resource samples unless asked: tests count events exactly.
     extra = Keyword.get(opts, :args, ["--sample-interval-ms", "0"])
     token = Keyword.get_lazy(opts, :token, &Snakepit.Auth.new_token/0)
     args = ["--port", to_string(port_number), "--demo-tools", "--auth-token-stdin" | extra]
 
-    owner =
-      spawn(fn ->
-        port =
-          Port.open({:spawn_executable, Snakepit.Python.executable()}, [
-            :binary,
-            :exit_status,
-            :stderr_to_stdout,
-            {:line, 65_536},
-            args: [Path.join(Snakepit.Python.package_dir(), "grpc_server.py") | args],
-            env: Snakepit.Python.port_env(opts[:env] || [])
-          ])
+    log = fn line ->
+      if System.get_env("SNAKEPIT_TEST_WORKER_LOG"), do: IO.puts("[py] #{line}")
+    end
 
-        Port.command(port, [Snakepit.Auth.reveal(token), ?\n])
-        {:os_pid, os_pid} = Port.info(port, :os_pid)
-        loop(port, test, os_pid, false, token)
-      end)
+    started =
+      Snakepit.OSProcess.spawn_owned(
+        Snakepit.Python.executable(),
+        [Path.join(Snakepit.Python.package_dir(), "grpc_server.py") | args],
+        @ready,
+        env: Snakepit.Python.env(opts[:env] || []),
+        stdin: [Snakepit.Auth.reveal(token), ?\n],
+        timeout: 15_000,
+        on_line: log
+      )
 
-    receive do
-      {:worker_ready, ^owner, info} ->
+    case started do
+      {:ok, %{os_pid: os_pid, owner: owner, ready: json}} ->
+        [_, p] = Regex.run(~r/"port":\s*(\d+)/, json)
+        p = String.to_integer(p)
+        info = %{endpoint: "127.0.0.1:#{p}", port: p, os_pid: os_pid, owner: owner, token: token}
         ExUnit.Callbacks.on_exit(fn -> kill(info) end)
         info
 
-      {:worker_exit, ^owner, status, lines} ->
+      {:error, {:exited, status, lines}} ->
         raise "python worker exited #{status} before ready:\n#{Enum.join(lines, "\n")}"
-    after
-      15_000 -> raise "python worker not ready within 15 s"
+
+      {:error, reason} ->
+        raise "python worker not ready: #{inspect(reason)}"
     end
   end
 
   @doc "kill -9 the worker process."
   def kill(%{os_pid: os_pid, owner: owner}) do
-    System.cmd("kill", ["-9", to_string(os_pid)], stderr_to_stdout: true)
+    Snakepit.OSProcess.signal(os_pid, "KILL")
     send(owner, :stop)
     :ok
   end
 
   @doc "True while the OS process exists."
-  def alive?(%{os_pid: os_pid}) do
-    {_, status} = System.cmd("kill", ["-0", to_string(os_pid)], stderr_to_stdout: true)
-    status == 0
-  end
-
-  defp loop(port, test, os_pid, ready, token, lines \\ []) do
-    receive do
-      {^port, {:data, {:eol, @ready <> json}}} when not ready ->
-        [_, p] = Regex.run(~r/"port":\s*(\d+)/, json)
-        p = String.to_integer(p)
-        info = %{endpoint: "127.0.0.1:#{p}", port: p, os_pid: os_pid, owner: self(), token: token}
-        send(test, {:worker_ready, self(), info})
-        loop(port, test, os_pid, true, token, lines)
-
-      {^port, {:data, {_, line}}} ->
-        if System.get_env("SNAKEPIT_TEST_WORKER_LOG"), do: IO.puts("[py #{os_pid}] #{line}")
-        loop(port, test, os_pid, ready, token, Enum.take([line | lines], 50))
-
-      {^port, {:exit_status, status}} ->
-        unless ready, do: send(test, {:worker_exit, self(), status, Enum.reverse(lines)})
-
-      :stop ->
-        :ok
-    end
-  end
+  def alive?(%{os_pid: os_pid}), do: Snakepit.OSProcess.signal(os_pid, "0")
 end

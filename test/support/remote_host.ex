@@ -114,7 +114,6 @@ defmodule Snakepit.Test.RemoteHost do
   returns %{endpoint, os_pid}. Killed at test exit.
   """
   def start_worker!(ns, token, tls_args) do
-    test = self()
     script = Path.join(Snakepit.Python.package_dir(), "grpc_server.py")
 
     args =
@@ -122,50 +121,24 @@ defmodule Snakepit.Test.RemoteHost do
         ["--port", "0", "--demo-tools", "--auth-token-stdin", "--sample-interval-ms", "0"] ++
         tls_args
 
-    owner =
-      spawn(fn ->
-        port =
-          Port.open({:spawn_executable, System.find_executable("ip")}, [
-            :binary,
-            :exit_status,
-            :stderr_to_stdout,
-            {:line, 65_536},
-            args: args,
-            env: Snakepit.Python.port_env()
-          ])
+    started =
+      Snakepit.OSProcess.spawn_owned(System.find_executable("ip"), args, @ready,
+        env: Snakepit.Python.env(),
+        stdin: [Snakepit.Auth.reveal(token), ?\n],
+        timeout: 20_000
+      )
 
-        Port.command(port, [Snakepit.Auth.reveal(token), ?\n])
-        {:os_pid, os_pid} = Port.info(port, :os_pid)
-        loop(port, test, os_pid, [])
-      end)
-
-    receive do
-      {:ready, ^owner, info} ->
-        ExUnit.Callbacks.on_exit(fn ->
-          System.cmd("kill", ["-9", to_string(info.os_pid)], stderr_to_stdout: true)
-        end)
-
-        info
-
-      {:exited, ^owner, status, lines} ->
-        raise "worker in #{ns} exited #{status}:\n#{Enum.join(lines, "\n")}"
-    after
-      20_000 -> raise "worker in #{ns} not ready within 20 s"
-    end
-  end
-
-  defp loop(port, test, os_pid, lines) do
-    receive do
-      {^port, {:data, {:eol, @ready <> json}}} ->
+    case started do
+      {:ok, %{os_pid: os_pid, ready: json}} ->
+        ExUnit.Callbacks.on_exit(fn -> Snakepit.OSProcess.signal(os_pid, "KILL") end)
         [_, p] = Regex.run(~r/"port":\s*(\d+)/, json)
-        send(test, {:ready, self(), %{endpoint: "#{@worker_ip}:#{p}", os_pid: os_pid}})
-        loop(port, test, os_pid, lines)
+        %{endpoint: "#{@worker_ip}:#{p}", os_pid: os_pid}
 
-      {^port, {:data, {_, line}}} ->
-        loop(port, test, os_pid, Enum.take([line | lines], 40))
+      {:error, {:exited, status, lines}} ->
+        raise "worker in #{ns} exited #{status}:\n#{Enum.join(lines, "\n")}"
 
-      {^port, {:exit_status, status}} ->
-        send(test, {:exited, self(), status, Enum.reverse(lines)})
+      {:error, reason} ->
+        raise "worker in #{ns} not ready: #{inspect(reason)}"
     end
   end
 end

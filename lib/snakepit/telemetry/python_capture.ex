@@ -18,11 +18,9 @@ defmodule Snakepit.Telemetry.PythonCapture do
   over 8 KiB on a dirty scheduler).
   """
 
-  use GenServer
   require Logger
 
-  alias Snakepit.{Args, Stray}
-  alias Snakepit.Telemetry.{Catalog, Native, SafeMetadata, StderrIngest}
+  alias Snakepit.Telemetry.{Catalog, Native, SafeMetadata}
 
   @max_line Catalog.limits().max_stderr_line_bytes
   # Counter slots: events, log lines, then one per rejection reason.
@@ -101,8 +99,10 @@ defmodule Snakepit.Telemetry.PythonCapture do
   def handle_item(_other, _context), do: :ignored
 
   @doc false
-  # Adds `n` to a drop counter (StderrIngest).
-  def count(slot, n) when slot in @drops, do: :counters.add(counters(), slot_index(slot), n)
+  # Adds `n` to a drop counter (StderrIngest), or to line_too_long (a port
+  # owner that dropped an over-long line, e.g. GRPCWorker).
+  def count(slot, n) when slot in [:line_too_long | @drops],
+    do: :counters.add(counters(), slot_index(slot), n)
 
   # Parsing costs in proportion to the line: up to 8 KiB it stays well
   # under a millisecond, longer lines (up to 64 KiB, then refused unread)
@@ -183,106 +183,9 @@ defmodule Snakepit.Telemetry.PythonCapture do
     * `:notify` - a pid sent `{:python_capture_exit, capture_pid, exit_status}`
       when the program exits (the capture then stops normally)
   """
-  def start_link(opts) do
-    with :ok <- validate(opts), do: GenServer.start_link(__MODULE__, opts)
-  end
+  @spec start_link(keyword) :: GenServer.on_start() | {:error, term}
+  defdelegate start_link(opts), to: Snakepit.Telemetry.PythonCapture.Program
 
-  defp validate(opts) do
-    cond do
-      not Keyword.keyword?(opts) ->
-        {:error, {:invalid_options, opts}}
-
-      not is_binary(opts[:executable]) ->
-        {:error, {:invalid_option, {:executable, opts[:executable]}}}
-
-      not Args.list_of?(Keyword.get(opts, :args, []), &is_binary/1) ->
-        {:error, {:invalid_option, {:args, opts[:args]}}}
-
-      not Args.list_of?(Keyword.get(opts, :env, []), &env_pair?/1) ->
-        {:error, {:invalid_option, {:env, opts[:env]}}}
-
-      not context?(Keyword.get(opts, :context, %{})) ->
-        {:error, {:invalid_option, {:context, opts[:context]}}}
-
-      not (is_nil(opts[:notify]) or is_pid(opts[:notify])) ->
-        {:error, {:invalid_option, {:notify, opts[:notify]}}}
-
-      true ->
-        :ok
-    end
-  end
-
-  defp env_pair?({k, v}), do: (is_binary(k) or is_atom(k)) and is_binary(v)
-  defp env_pair?(_), do: false
-
-  defp context?(ctx), do: is_map(ctx) or Keyword.keyword?(ctx)
-
-  @impl true
-  def init(opts) do
-    exe = Keyword.fetch!(opts, :executable)
-    env = for {k, v} <- Keyword.get(opts, :env, []), do: {to_charlist(k), to_charlist(v)}
-
-    port =
-      Port.open({:spawn_executable, exe}, [
-        :binary,
-        :exit_status,
-        :stderr_to_stdout,
-        {:line, @max_line},
-        args: Keyword.get(opts, :args, []),
-        env: env
-      ])
-
-    {:os_pid, os_pid} = Port.info(port, :os_pid)
-    context = opts |> Keyword.get(:context, %{}) |> Map.new() |> Map.put(:python_pid, os_pid)
-    ingest = StderrIngest.start(context)
-
-    {:ok,
-     %{port: port, context: context, ingest: ingest, notify: opts[:notify], partial: [], size: 0}}
-  end
-
-  @impl true
-  def handle_info({port, {:data, {:eol, chunk}}}, %{port: port} = s) do
-    if s.size + byte_size(chunk) > @max_line do
-      bump(:line_too_long)
-    else
-      StderrIngest.push(s.ingest, IO.iodata_to_binary([s.partial, chunk]))
-    end
-
-    {:noreply, %{s | partial: [], size: 0}}
-  end
-
-  # Longer than the port's line buffer: keep at most one line's worth.
-  def handle_info({port, {:data, {:noeol, chunk}}}, %{port: port} = s) do
-    size = s.size + byte_size(chunk)
-    partial = if size > @max_line, do: [], else: [s.partial, chunk]
-    {:noreply, %{s | partial: partial, size: size}}
-  end
-
-  def handle_info({port, {:exit_status, status}}, %{port: port} = s) do
-    # Its last lines may still be in the ingest: handle them first.
-    StderrIngest.drain(s.ingest, 5_000)
-    if s.notify, do: send(s.notify, {:python_capture_exit, self(), status})
-    {:stop, :normal, %{s | port: nil}}
-  end
-
-  def handle_info(message, s) do
-    StderrIngest.handle_or_ignore(message, s.ingest, __MODULE__)
-    {:noreply, s}
-  end
-
-  @impl true
-  def handle_call(request, _from, s), do: Stray.call(__MODULE__, request, s)
-
-  @impl true
-  def handle_cast(message, s), do: Stray.cast(__MODULE__, message, s)
-
-  @impl true
-  def terminate(_reason, %{port: nil}), do: :ok
-
-  def terminate(_reason, %{port: port, context: %{python_pid: os_pid}}) do
-    Port.close(port)
-    # Closing stdin is a hint, not a guarantee: make sure the program ends.
-    System.cmd("kill", ["-TERM", Integer.to_string(os_pid)], stderr_to_stdout: true)
-    :ok
-  end
+  @doc false
+  def child_spec(opts), do: Snakepit.Telemetry.PythonCapture.Program.child_spec(opts)
 end

@@ -58,6 +58,27 @@ defmodule Snakepit.Telemetry.StderrIngest do
   end
 
   @doc """
+  For a port owner: feeds one `{:data, data}` of its `Snakepit.OSProcess`;
+  a whole line is pushed, a line over the bound counted (`line_too_long` in
+  `PythonCapture.stats/0`). Returns the process state to keep.
+  """
+  @spec push_output(t, Snakepit.OSProcess.t(), {:eol | :noeol, binary}) :: Snakepit.OSProcess.t()
+  def push_output(%__MODULE__{} = ingest, proc, data) do
+    case Snakepit.OSProcess.feed(proc, data) do
+      {:line, line, proc} ->
+        push(ingest, line)
+        proc
+
+      {:too_long, proc} ->
+        PythonCapture.count(:line_too_long, 1)
+        proc
+
+      {:more, proc} ->
+        proc
+    end
+  end
+
+  @doc """
   Handles a message of this ingest: `:ok` when it was one (its items are
   dispatched and credit returned), `:ignore` for any other message.
   """
