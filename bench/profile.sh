@@ -21,6 +21,9 @@ mkdir -p "$out"
 
 command -v perf >/dev/null || { echo "perf not found (apt-get install linux-perf)"; exit 1; }
 cargo build --release -p snakepit_loadgen --quiet
+# Line tables for perf's call graphs (the release profile has no debug info);
+# the next plain `mix compile` builds the release NIF again.
+export SNAKEPIT_TELEMETRY_PROFILE=profiling
 mix compile >/dev/null
 
 ERL_FLAGS="${ERL_FLAGS:-} +JPperf true" \

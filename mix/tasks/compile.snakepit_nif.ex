@@ -13,7 +13,13 @@ defmodule Mix.Tasks.Compile.SnakepitNif do
 
     * `--force` - rebuild even when nothing changed
 
-  Set `SNAKEPIT_CARGO` to use another cargo binary.
+  ## Environment
+
+    * `SNAKEPIT_CARGO` - the cargo binary (default `cargo`)
+    * `SNAKEPIT_TELEMETRY_PROFILE` - the Cargo profile: `release` (default;
+      no debug info) or `profiling` (line tables, for `perf` and
+      `valgrind --tool=callgrind`; `bench/profile.sh` sets it). A change of
+      profile rebuilds.
   """
   use Mix.Task.Compiler
 
@@ -24,7 +30,8 @@ defmodule Mix.Tasks.Compile.SnakepitNif do
     {opts, _, _} = OptionParser.parse(args, switches: [force: :boolean])
     root = root()
 
-    if opts[:force] || Mix.Utils.stale?(sources(root), [target(root)]) do
+    if opts[:force] || Mix.Utils.stale?(sources(root), [target(root)]) ||
+         built_profile(root) != profile() do
       build(root)
     else
       {:noop, []}
@@ -36,6 +43,16 @@ defmodule Mix.Tasks.Compile.SnakepitNif do
 
   @impl true
   def clean, do: File.rm(target(root()))
+
+  defp profile, do: System.get_env("SNAKEPIT_TELEMETRY_PROFILE", "release")
+
+  # The profile the installed library was built with (written beside it).
+  defp built_profile(root) do
+    case File.read(target(root) <> ".profile") do
+      {:ok, name} -> String.trim(name)
+      {:error, _} -> "release"
+    end
+  end
 
   @doc "The path of the built NIF library inside the project."
   def target(root), do: Path.join([root, "priv", "native", @crate <> ".so"])
@@ -59,8 +76,8 @@ defmodule Mix.Tasks.Compile.SnakepitNif do
         )
 
       exe ->
-        Mix.shell().info("==> cargo build --release -p #{@crate}")
-        args = ["build", "--release", "--locked", "-p", @crate]
+        Mix.shell().info("==> cargo build --profile #{profile()} -p #{@crate}")
+        args = ["build", "--profile", profile(), "--locked", "-p", @crate]
 
         case System.cmd(exe, args, cd: root, stderr_to_stdout: true, into: IO.stream()) do
           {_, 0} -> install(root)
@@ -73,7 +90,7 @@ defmodule Mix.Tasks.Compile.SnakepitNif do
   defp install(root) do
     built =
       ["lib#{@crate}.so", "lib#{@crate}.dylib"]
-      |> Enum.map(&Path.join([root, "target", "release", &1]))
+      |> Enum.map(&Path.join([root, "target", profile(), &1]))
       |> Enum.find(&File.exists?/1)
 
     if built do
@@ -82,9 +99,10 @@ defmodule Mix.Tasks.Compile.SnakepitNif do
       tmp = target(root) <> ".tmp"
       File.cp!(built, tmp)
       File.rename!(tmp, target(root))
+      File.write!(target(root) <> ".profile", profile())
       {:ok, []}
     else
-      error("cargo succeeded but no library was found under target/release")
+      error("cargo succeeded but no library was found under target/#{profile()}")
     end
   end
 

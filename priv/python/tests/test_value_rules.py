@@ -14,7 +14,7 @@ from snakepit_bridge import catalog
 from snakepit_bridge.proto import snakepit_bridge_pb2 as pb
 from snakepit_bridge.telemetry import text
 from snakepit_bridge.telemetry.coerce import coerce_measurements, coerce_metadata
-from snakepit_bridge.telemetry.stream import _matches
+from snakepit_bridge.telemetry.policy import matches
 from snakepit_bridge.telemetry.wire import EventEncoder
 
 RULES = json.loads((PYTHON_ROOT.parent / "catalog" / "value_rules.json").read_text("utf-8"))
@@ -80,4 +80,4 @@ def test_utf8_cuts_never_split_a_character() -> None:
 
 @pytest.mark.parametrize("case", RULES["globs"], ids=lambda c: f"{c['pattern']} ~ {c['name']}")
 def test_globs_follow_the_table(case: dict) -> None:
-    assert _matches(case["name"], (case["pattern"],)) is case["match"]
+    assert matches(case["name"], (case["pattern"],)) is case["match"]

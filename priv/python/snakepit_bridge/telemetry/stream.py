@@ -98,11 +98,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
-from fnmatch import fnmatchcase
 from typing import Any
 
 from snakepit_bridge import catalog
 
+from .policy import Policy, as_patterns
 from .wire import BATCH_TOTAL_TAGS, EventEncoder
 
 __all__ = ["TelemetryStream"]
@@ -111,14 +111,6 @@ _log = logging.getLogger(__name__)
 
 _time_ns = time.time_ns
 _random = random.random
-
-#: Verdicts cached per event name (True: the event passes).
-_DISABLED = "disabled"
-_FILTERED = "filtered_out"
-_CLOSED = "dropped"
-
-#: At most this many event names get a cached verdict per policy.
-_VERDICT_CACHE_LIMIT = 4096
 
 #: Events per frame of the stock (one event per message) RPC taken at once.
 _STOCK_CHUNK = 64
@@ -143,83 +135,6 @@ _TAG_FILTERED_OUT = BATCH_TOTAL_TAGS["filtered_out_total"]
 _TAG_DISABLED = BATCH_TOTAL_TAGS["disabled_total"]
 _TAG_SOURCE_ID = BATCH_TOTAL_TAGS["source_id"]
 _TAG_AUTH_REJECTED = BATCH_TOTAL_TAGS["auth_rejected_total"]
-
-
-class _Policy(dict):
-    """The settings in force plus the verdicts derived from them, keyed by
-    event name. Immutable settings: a control installs a new policy (an atomic
-    swap), so a verdict computed from old settings can never land in the new
-    cache."""
-
-    __slots__ = ("allow", "closed", "deny", "enabled", "patterns", "rate")
-
-    def __init__(
-        self,
-        *,
-        enabled: bool = True,
-        rate: float = 1.0,
-        patterns: tuple[str, ...] = (),
-        allow: tuple[str, ...] = (),
-        deny: tuple[str, ...] = (),
-        closed: bool = False,
-    ) -> None:
-        super().__init__()
-        self.enabled = enabled
-        self.rate = rate
-        self.patterns = patterns
-        self.allow = allow
-        self.deny = deny
-        self.closed = closed
-
-    def replace(self, **changes: Any) -> _Policy:
-        settings = {
-            "enabled": self.enabled,
-            "rate": self.rate,
-            "patterns": self.patterns,
-            "allow": self.allow,
-            "deny": self.deny,
-            "closed": self.closed,
-        }
-        settings.update(changes)
-        return _Policy(**settings)
-
-    def decide(self, name: str) -> bool | float | str:
-        """True (keep), a float (keep with that probability) or the name of the
-        counter that records the event as not kept."""
-        verdict: bool | float | str
-        if self.closed:
-            verdict = _CLOSED
-        elif not self.enabled:
-            verdict = _DISABLED
-        elif (self.deny and _matches(name, self.deny)) or (
-            self.allow and not _matches(name, self.allow)
-        ):
-            verdict = _FILTERED
-        elif self.rate < 1.0 and (not self.patterns or _matches(name, self.patterns)):
-            verdict = self.rate
-        else:
-            verdict = True
-        if len(self) < _VERDICT_CACHE_LIMIT:
-            self[name] = verdict
-        return verdict
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            "enabled": self.enabled,
-            "sampling_rate": self.rate,
-            "sampling_patterns": list(self.patterns),
-            "allow": list(self.allow),
-            "deny": list(self.deny),
-            "closed": self.closed,
-        }
-
-
-def _matches(name: str, patterns: Iterable[str]) -> bool:
-    return any(fnmatchcase(name, pattern) for pattern in patterns)
-
-
-def _patterns(values: Iterable[Any]) -> tuple[str, ...]:
-    return tuple(str(v) for v in values if str(v))
 
 
 class _Session:
@@ -280,7 +195,7 @@ class TelemetryStream:
         #: totals of a restarted worker to the old ones instead of mixing them.
         self.source_id = random.getrandbits(63) or 1
         self._buffer: deque[tuple[str, dict, dict, int, str | None]] = deque()
-        self._policy = _Policy()
+        self._policy = Policy()
         self._lock = threading.Lock()
         # Counted under _lock. "emitted" is derived (see stats()).
         self._counts = {
@@ -370,11 +285,11 @@ class TelemetryStream:
         if math.isnan(rate):
             _log.warning("telemetry sampling rate NaN ignored")
             return
-        self._install(rate=min(max(rate, 0.0), 1.0), patterns=_patterns(patterns))
+        self._install(rate=min(max(rate, 0.0), 1.0), patterns=as_patterns(patterns))
 
     def update_filter(self, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> None:
         """Event-name globs: ``deny`` wins; a non-empty ``allow`` admits only matches."""
-        self._install(allow=_patterns(allow), deny=_patterns(deny))
+        self._install(allow=as_patterns(allow), deny=as_patterns(deny))
 
     def apply_control(self, control: Any) -> None:
         """Applies one ``snakepit.bridge.TelemetryControl`` message."""
