@@ -22,7 +22,10 @@ defmodule Snakepit.GRPCWorker do
   calls use the given `:token` and `:tls` options (`Snakepit.TLS`); plain
   text to a non-loopback host needs `insecure: true`.
 
-  Events: `[:snakepit, :pool, :worker, :spawned]` when ready,
+  Events: `[:snakepit, :pool, :worker, :spawn_started]` before the Python
+  process starts, `[:snakepit, :pool, :worker, :spawned]` when ready,
+  `[:snakepit, :pool, :worker, :spawn_failed]` (with `reason`, logged at
+  error with what to do) when it cannot start or exits before its ready line,
   `[:snakepit, :pool, :worker, :terminated]` when it ends.
 
   No Python process outlives its worker: on stop or crash this process
@@ -294,15 +297,26 @@ defmodule Snakepit.GRPCWorker do
 
     token = Auth.new_token()
 
+    spawn_event(:spawn_started, %{system_time: System.system_time()}, id, pool, %{
+      worker_module: __MODULE__
+    })
+
     # The token is the first line of its stdin; the rest of stdin only
     # signals our end.
-    proc =
-      OSProcess.open(exe, args,
+    spawned =
+      OSProcess.start(exe, args,
         env: Snakepit.Python.env(Keyword.get(opts, :env, [])),
         max_line: @max_line,
         stdin: [Auth.reveal(token), ?\n]
       )
 
+    case spawned do
+      {:ok, proc} -> await_python(proc, id, pool, token, started, opts)
+      {:error, reason} -> spawn_failed(reason, id, pool, started)
+    end
+  end
+
+  defp await_python(proc, id, pool, token, started, opts) do
     os_pid = proc.os_pid
     ctx = %{worker_id: id, pool_name: pool, python_pid: os_pid}
 
@@ -328,8 +342,38 @@ defmodule Snakepit.GRPCWorker do
 
     case await_ready(state, Keyword.get(opts, :ready_timeout, 15_000)) do
       {:ok, python_port, proc} -> {:ok, connect(%{state | proc: proc}, python_port)}
-      {:error, reason} -> {:stop, reason}
+      {:error, reason} -> spawn_failed(reason, id, pool, started)
     end
+  end
+
+  # The worker never became ready: a clear error and log line, and the
+  # catalog's spawn_failed event.
+  defp spawn_failed(reason, id, pool, started) do
+    Logger.error(spawn_failure_text(reason), worker_id: id)
+    duration = System.monotonic_time() - started
+    spawn_event(:spawn_failed, %{duration: duration}, id, pool, %{reason: reason, retry_count: 0})
+    {:stop, reason}
+  end
+
+  defp spawn_failure_text({:spawn_failed, exe, reason}),
+    do:
+      "cannot start the Python interpreter #{inspect(exe)} (#{inspect(reason)}); set " <>
+        "config :snakepit_telemetry, python_executable: \"/path/to/python\" or the worker's " <>
+        ":python option (see Snakepit.Python)"
+
+  defp spawn_failure_text({:python_exited_before_ready, status}),
+    do:
+      "the Python worker exited with status #{status} before it was ready; its output is " <>
+        "logged above (a missing package such as grpcio? `make setup` installs them)"
+
+  defp spawn_failure_text(other), do: "the Python worker did not start: #{inspect(other)}"
+
+  defp spawn_event(name, measurements, id, pool, extra) do
+    :telemetry.execute(
+      Naming.worker_event(name),
+      measurements,
+      Map.merge(%{node: node(), pool_name: pool, worker_id: id}, extra)
+    )
   end
 
   defp await_ready(s, timeout) do

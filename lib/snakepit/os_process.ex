@@ -63,6 +63,19 @@ defmodule Snakepit.OSProcess do
   end
 
   @doc """
+  `open/3` that answers instead of raising: `{:error, {:spawn_failed, exe,
+  reason}}` when the program cannot be started (`:enoent`: not found,
+  `:eacces`: not executable).
+  """
+  @spec start(Path.t(), [String.t()], keyword) :: {:ok, t} | {:error, term}
+  def start(exe, args, opts \\ []) do
+    {:ok, open(exe, args, opts)}
+  rescue
+    e in ErlangError -> {:error, {:spawn_failed, exe, e.original}}
+    e in ArgumentError -> {:error, {:spawn_failed, exe, Exception.message(e)}}
+  end
+
+  @doc """
   Feeds one `{:eol, chunk}` / `{:noeol, chunk}` of the port: `{:line, line,
   proc}` when a line is complete, `{:too_long, proc}` when a line over
   `max_line` ended (its pieces were dropped as they came), `{:more, proc}`
@@ -143,11 +156,10 @@ defmodule Snakepit.OSProcess do
 
     owner =
       spawn(fn ->
-        proc = open(exe, args, opts)
         # The last lines before the ready one, for the error if it never comes.
         keep = fn line -> Process.put(:lines, Enum.take([line | Process.get(:lines, [])], 50)) end
 
-        case await_line(proc, ready, timeout, keep) do
+        case spawn_and_await(exe, args, opts, ready, timeout, keep) do
           {:ok, rest, proc} ->
             send(caller, {:ready, self(), proc.os_pid, rest})
             drain(proc, on_line)
@@ -158,6 +170,9 @@ defmodule Snakepit.OSProcess do
           {:timeout, proc} ->
             signal(proc.os_pid, "KILL")
             send(caller, {:timed_out, self()})
+
+          {:spawn_failed, reason} ->
+            send(caller, {:spawn_failed, self(), reason})
         end
       end)
 
@@ -169,11 +184,21 @@ defmodule Snakepit.OSProcess do
         {:ready, ^owner, os_pid, rest} -> {:ok, %{os_pid: os_pid, owner: owner, ready: rest}}
         {:exited, ^owner, status, lines} -> {:error, {:exited, status, lines}}
         {:timed_out, ^owner} -> {:error, :timeout}
+        {:spawn_failed, ^owner, reason} -> {:error, {:spawn_failed, reason}}
         {:DOWN, ^monitor, :process, _, reason} -> {:error, {:spawn_failed, reason}}
       end
 
     Process.demonitor(monitor, [:flush])
     result
+  end
+
+  # A program that cannot be spawned (missing, not executable) is an answer,
+  # not a crash of the owner.
+  defp spawn_and_await(exe, args, opts, ready, timeout, keep) do
+    case start(exe, args, opts) do
+      {:ok, proc} -> await_line(proc, ready, timeout, keep)
+      {:error, {:spawn_failed, _exe, reason}} -> {:spawn_failed, reason}
+    end
   end
 
   defp drain(%__MODULE__{port: port} = proc, on_line) do

@@ -51,6 +51,44 @@ defmodule Snakepit.GRPCWorkerTest do
              (before.malformed_by_reason[:line_too_long] || 0) + 1
   end
 
+  test "a mistyped interpreter: a clear error, an error log saying what to set, spawn_failed",
+       %{id: id} do
+    events = [Naming.worker_event(:spawn_started), Naming.worker_event(:spawn_failed)]
+    ref = :telemetry_test.attach_event_handlers(self(), events)
+    on_exit(fn -> :telemetry.detach(ref) end)
+    Process.flag(:trap_exit, true)
+
+    log =
+      ExUnit.CaptureLog.capture_log(fn ->
+        assert {:error, {:spawn_failed, "/no/such/python", :enoent}} =
+                 GRPCWorker.start_link(id: id, pool_name: :worker_test, python: "/no/such/python")
+      end)
+
+    assert log =~ "cannot start the Python interpreter" and log =~ "python_executable"
+
+    assert_receive {[:snakepit, :pool, :worker, :spawn_started], _, %{system_time: _},
+                    %{worker_id: ^id}}
+
+    assert_receive {[:snakepit, :pool, :worker, :spawn_failed], _, %{duration: _},
+                    %{worker_id: ^id, reason: {:spawn_failed, _, :enoent}}}
+  end
+
+  test "a worker that exits before it is ready: the exit status, its output logged, spawn_failed",
+       %{id: id} do
+    ref = :telemetry_test.attach_event_handlers(self(), [Naming.worker_event(:spawn_failed)])
+    on_exit(fn -> :telemetry.detach(ref) end)
+    Process.flag(:trap_exit, true)
+
+    log =
+      ExUnit.CaptureLog.capture_log(fn ->
+        assert {:error, {:python_exited_before_ready, 2}} =
+                 GRPCWorker.start_link(id: id, pool_name: :worker_test, args: ["--no-such-flag"])
+      end)
+
+    assert log =~ "before it was ready" and log =~ "no-such-flag"
+    assert_receive {[:snakepit, :pool, :worker, :spawn_failed], _, _, %{worker_id: ^id}}
+  end
+
   test "emits spawned when ready and terminated when stopped; the Python process ends", %{id: id} do
     pid = start_worker(id)
 
@@ -116,7 +154,9 @@ defmodule Snakepit.GRPCWorkerTest do
                    5_000
 
     assert byte_size(tb) > 0
-    assert_receive {[:snakepit, :grpc, :call, :exception], _, _, %{correlation_id: "c-fail"}}
+    # The RPC itself succeeded: the tool failed, and the event says which.
+    assert_receive {[:snakepit, :grpc, :call, :exception], _, _,
+                    %{correlation_id: "c-fail", grpc_status: "OK", error_type: :tool_error}}
   end
 
   test "memory, cpu and gc samples arrive", %{id: id} do

@@ -214,17 +214,21 @@ defmodule Snakepit.GRPC.Client do
   end
 
   defp emit_end({:error, reason}, started, meta) do
-    {status, message} =
+    # error_type tells a tool that failed (the RPC succeeded: status "OK")
+    # from a failed RPC, a timeout or arguments the NIF refused.
+    {status, type, message} =
       case reason do
-        {:grpc_error, code, msg} -> {code, msg}
-        {:tool_error, msg, _info} -> {"OK", msg}
-        other -> {"Unknown", inspect(other)}
+        {:grpc_error, code, msg} -> {code, :grpc_error, msg}
+        {:tool_error, msg, _info} -> {"OK", :tool_error, msg}
+        :timeout -> {"DeadlineExceeded", :timeout, "no reply in time"}
+        {:invalid_params, msg} -> {"Unknown", :invalid_params, msg}
+        other -> {"Unknown", :internal, inspect(other)}
       end
 
     :telemetry.execute(
       Naming.grpc_event([:call, :exception]),
       %{duration: System.monotonic_time() - started},
-      Map.merge(meta, %{grpc_status: status, error_message: message})
+      Map.merge(meta, %{grpc_status: status, error_type: type, error_message: message})
     )
   end
 

@@ -84,7 +84,7 @@ defmodule Snakepit.Telemetry.PythonCapture do
   end
 
   def handle_item({:log, line}, context) when is_binary(line) do
-    Logger.info(printable(line), worker_id: context[:worker_id], python: true)
+    Logger.log(log_level(line), printable(line), worker_id: context[:worker_id], python: true)
     bump(:log_lines)
     :log
   end
@@ -114,6 +114,32 @@ defmodule Snakepit.Telemetry.PythonCapture do
     do: Native.stderr_parse_line_dirty(line)
 
   defp parse(line), do: Native.stderr_parse_line(binary_part(line, 0, @max_line + 1))
+
+  @doc """
+  The Logger level of a worker's output line: the level of a line of the
+  worker's logging format (`snakepit-worker[pid] WARNING ...`: debug, info,
+  warning, error; critical is error), error for the lines of an uncaught
+  exception (`Traceback (most recent call last):` and the final
+  `SomeError: message`), info for anything else.
+  """
+  @spec log_level(binary) :: Logger.level()
+  def log_level("snakepit-worker[" <> rest) do
+    case :binary.split(rest, "] ") do
+      [_pid, "DEBUG " <> _] -> :debug
+      [_pid, "WARNING " <> _] -> :warning
+      [_pid, "ERROR " <> _] -> :error
+      [_pid, "CRITICAL " <> _] -> :error
+      _ -> :info
+    end
+  end
+
+  def log_level("Traceback (most recent call last):" <> _), do: :error
+
+  def log_level(line) do
+    if Regex.match?(~r/\A[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt): /, line),
+      do: :error,
+      else: :info
+  end
 
   # Logger formatters expect UTF-8; a worker may write anything, and as
   # much as it likes: a logged line is cut at one stderr line's limit.

@@ -1,4 +1,8 @@
-//! Validates a protobuf `TelemetryEvent` (either RPC) like any other event.
+//! Validates a `TelemetryEvent` decoded by prost, like any other event: the
+//! reference path. The NIF does not use it (it validates the wire bytes
+//! with `scan`, which borrows instead of building a message); the scanner's
+//! property tests and fuzz targets hold `scan` to this path's verdicts, and
+//! the load generator checks its events with it.
 
 use crate::catalog::Catalog;
 use crate::validate::{validate, RawEvent, RawName, RawValue, Rejection, ValidEvent};

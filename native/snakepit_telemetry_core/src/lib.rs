@@ -1,6 +1,18 @@
-//! The parts of Snakepit telemetry ingest that do not touch the BEAM: the
-//! event catalog, event validation and the stderr line parser. The NIF crate
-//! turns their results into Erlang terms.
+//! The parts of Snakepit telemetry ingest that do not touch the BEAM, each
+//! unit-tested here; the NIF crate turns their results into Erlang terms.
+//!
+//! - `catalog`: the event catalog, limits, defaults and rejection reasons
+//!   (`priv/catalog/telemetry_catalog.json`);
+//! - `validate`: the value rules (`priv/catalog/value_rules.json`) and
+//!   typed rejections; `units`: durations in native time units;
+//! - `scan`: a frame's bytes to validated events without building messages;
+//!   `frame`: the same for a prost-decoded event (the reference `scan` is
+//!   tested against); `stderr`: a `TELEMETRY:` line;
+//! - `totals`: the workers' running totals and the accounting of a stream;
+//!   `settings`: the controls a stream replays when it reconnects;
+//! - `lifecycle`: stream states, typed disconnects and the gRPC status
+//!   events; `reconnect`: backoff;
+//! - `raw_frames`, `wire`: the tonic codec and the generated protobuf types.
 
 pub mod catalog;
 pub mod frame;

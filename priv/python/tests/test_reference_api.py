@@ -88,3 +88,18 @@ def test_each_task_sees_its_own_id() -> None:
         return list(await asyncio.gather(worker("a"), worker("b")))
 
     assert asyncio.run(main()) == ["a", "b"]
+
+
+def test_telemetry_stream_has_the_reference_attributes() -> None:
+    from snakepit_bridge.telemetry.stream import TelemetryStream
+
+    stream = TelemetryStream(max_buffer=2)
+    assert stream.enabled is True and stream.sampling_rate == 1.0 and stream.dropped_count == 0
+    for _ in range(3):
+        stream.emit("a.b", {}, {}, None)
+    assert stream.dropped_count == 1  # the buffer holds two
+    stream.toggle(False)
+    stream.update_sampling(0.25)
+    assert stream.enabled is False and stream.sampling_rate == 0.25
+    stream.close()
+    assert stream.closed

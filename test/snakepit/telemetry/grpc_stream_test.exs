@@ -194,6 +194,20 @@ defmodule Snakepit.Telemetry.GrpcStreamTest do
     end
   end
 
+  test "the reference's call shape: a channel map with :host and :port", %{worker_id: id} do
+    w = PythonWorker.start!()
+    channel = %{host: "127.0.0.1", port: w.port, adapter_payload: :anything}
+    assert {:ok, _} = GrpcStream.register_worker(channel, %{worker_id: id}, token: w.token)
+    assert_receive {[:snakepit, :grpc, :stream, :opened], _, _, %{worker_id: ^id}}, 10_000
+    {:ok, ch} = Client.connect(w.endpoint, token: w.token)
+    emit(%{channel: ch}, %{count: 3})
+    assert_receive {[:snakepit, :python, :tool, :result_size], _, _, %{worker_id: ^id}}, 5_000
+
+    for bad <- [%{host: "127.0.0.1", port: 0}, %{host: "a b", port: 1}, %{host: 1, port: 1}] do
+      assert {:error, {:invalid_endpoint, _}} = GrpcStream.register_worker(bad, %{worker_id: "x"})
+    end
+  end
+
   describe "lifecycle" do
     test "a killed worker emits closed and lost; a restart on the same address reconnects",
          %{worker_id: id} do

@@ -37,6 +37,30 @@ defmodule Snakepit.Telemetry.PythonCaptureTest do
       refute_receive {_, _, _, _}
     end
 
+    test "a worker's log line keeps its level: an ERROR survives level: :warning" do
+      lines = [
+        {"snakepit-worker[7] ERROR tool crashed", :error},
+        {"snakepit-worker[7] CRITICAL gone", :error},
+        {"snakepit-worker[7] WARNING slow", :warning},
+        {"snakepit-worker[7] INFO listening", :info},
+        {"snakepit-worker[7] DEBUG detail", :debug},
+        {"Traceback (most recent call last):", :error},
+        {"ModuleNotFoundError: No module named 'grpc'", :error},
+        {"  File \"x.py\", line 1, in <module>", :info},
+        {"plain print output", :info}
+      ]
+
+      for {line, level} <- lines, do: assert(PythonCapture.log_level(line) == level, line)
+
+      log =
+        capture_log([level: :warning], fn ->
+          for {line, _} <- lines, do: PythonCapture.handle_line(line, @ctx)
+        end)
+
+      assert log =~ "tool crashed" and log =~ "No module named 'grpc'" and log =~ "slow"
+      refute log =~ "listening" or log =~ "plain print output"
+    end
+
     test "malformed lines are counted by reason and never raise" do
       before = PythonCapture.stats()
 

@@ -68,7 +68,11 @@ defmodule Snakepit.Telemetry.GrpcStream.Registration do
     end
   end
 
-  @doc "`host:port`: a host name, IPv4 or bracketed IPv6 address, and a port."
+  @doc """
+  `host:port`: a host name, IPv4 or bracketed IPv6 address, and a port; or a
+  channel map with `:host` and `:port` (what the reference's `GRPCWorker`
+  passes).
+  """
   @spec endpoint(term) :: {:ok, String.t()} | {:error, term}
   def endpoint(endpoint)
       when is_binary(endpoint) and byte_size(endpoint) <= @max_host_bytes + 6 do
@@ -79,6 +83,18 @@ defmodule Snakepit.Telemetry.GrpcStream.Registration do
       {:ok, endpoint}
     else
       _ -> {:error, {:invalid_endpoint, endpoint}}
+    end
+  end
+
+  # The reference's call shape: a channel (a `GRPC.Channel` struct or any
+  # map) with `:host` and `:port`.
+  def endpoint(%{host: host, port: port} = channel)
+      when is_binary(host) and is_integer(port) and port in 1..65_535 do
+    host = if String.contains?(host, ":"), do: "[#{host}]", else: host
+
+    case endpoint("#{host}:#{port}") do
+      {:ok, _} = ok -> ok
+      {:error, _} -> {:error, {:invalid_endpoint, bounded(channel)}}
     end
   end
 

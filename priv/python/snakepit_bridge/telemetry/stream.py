@@ -310,6 +310,25 @@ class TelemetryStream:
         ``sampling_patterns``, ``allow``, ``deny``, ``closed``."""
         return self._policy.settings()
 
+    # The reference package's TelemetryStream attributes, read-only here
+    # (controls change them): code written for it runs unchanged.
+
+    @property
+    def enabled(self) -> bool:
+        """False while toggled off."""
+        return self._policy.enabled
+
+    @property
+    def sampling_rate(self) -> float:
+        """The sampling rate in force (1.0: every event)."""
+        return self._policy.rate
+
+    @property
+    def dropped_count(self) -> int:
+        """Events dropped so far (buffer full, closed, lost with a broken call)."""
+        with self._lock:
+            return self._counts["dropped"]
+
     def _install(self, **changes: Any) -> None:
         with self._lock:  # two controls at once must not lose one another's change
             self._policy = self._policy.replace(**changes)
