@@ -27,6 +27,8 @@ Public API:
   id: :data:`CORRELATION_HEADER`, :func:`new_correlation_id`,
   :func:`set_correlation_id`, :func:`reset_correlation_id`,
   :func:`get_correlation_id`, :func:`outgoing_metadata`, :func:`correlation_filter`;
+* :func:`setup_tracing`, :func:`get_tracer`, :func:`otel_span` -- OpenTelemetry,
+  optional, as in the reference package (see :mod:`.otel`);
 * :func:`stats` -- what the helpers dropped (see :mod:`.stats`).
 
 Value coercion rules are in :mod:`snakepit_bridge.telemetry.coerce`.
@@ -48,6 +50,7 @@ from .context import (
 )
 from .emitter import emit
 from .manager import get_backend, is_enabled, set_backend
+from .otel import get_tracer, otel_span, setup_tracing
 from .span import Span, span
 from .stats import snapshot as stats
 
@@ -61,12 +64,15 @@ __all__ = [
     "emit",
     "get_backend",
     "get_correlation_id",
+    "get_tracer",
     "is_enabled",
     "new_correlation_id",
+    "otel_span",
     "outgoing_metadata",
     "reset_correlation_id",
     "set_backend",
     "set_correlation_id",
+    "setup_tracing",
     "span",
     "stats",
     "use_correlation_id",

@@ -1,0 +1,108 @@
+"""The reference package's OpenTelemetry API on our package: with the SDK
+(its in-memory exporter checks spans, attributes, parentage and the
+correlation attribute) and, in a subprocess that hides OpenTelemetry,
+without it."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from conftest import PYTHON_ROOT, subprocess_env
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from snakepit_bridge import telemetry
+from snakepit_bridge.telemetry import otel
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing set up afresh with an in-memory exporter."""
+    saved = dict(otel._state)
+    otel._state.update(done=False, tracer=None)
+    exporter = InMemorySpanExporter()
+    assert telemetry.setup_tracing(exporter=exporter) is True
+    try:
+        yield exporter
+    finally:
+        otel._state.update(saved)
+
+
+def test_setup_is_idempotent_and_the_tracer_is_there(spans: InMemorySpanExporter) -> None:
+    tracer = telemetry.get_tracer()
+    assert tracer is not None
+    assert telemetry.setup_tracing() is True and telemetry.get_tracer() is tracer
+
+
+def test_otel_span_takes_the_incoming_id_and_records_a_span(spans: InMemorySpanExporter) -> None:
+    metadata = [("X-Snakepit-Correlation-Id", " cid-1 "), ("other", "x")]
+    with telemetry.otel_span("op", context_metadata=metadata, attributes={"a": 1}) as span:
+        assert span is not None and span.is_recording()
+        assert telemetry.get_correlation_id() == "cid-1"
+        with telemetry.otel_span("inner") as inner:
+            assert telemetry.get_correlation_id() == "cid-1"  # the current one
+            assert inner.get_span_context().trace_id == span.get_span_context().trace_id
+    assert telemetry.get_correlation_id() is None
+    inner_span, outer = spans.get_finished_spans()
+    assert (outer.name, inner_span.name) == ("op", "inner")
+    assert outer.attributes["a"] == 1
+    assert outer.attributes["snakepit.correlation_id"] == "cid-1"
+    assert inner_span.parent.span_id == outer.context.span_id
+    assert outer.resource.attributes["service.namespace"] == "snakepit"
+    assert outer.resource.attributes["service.name"] == "snakepit.python.bridge"
+
+
+def test_otel_span_makes_a_new_id_when_there_is_none(spans: InMemorySpanExporter) -> None:
+    with telemetry.otel_span("op") as span:
+        new = telemetry.get_correlation_id()
+        assert new and len(new) == 32
+    assert spans.get_finished_spans()[0].attributes["snakepit.correlation_id"] == new
+    assert span is not None
+
+
+def test_log_records_carry_the_correlation_id(spans: InMemorySpanExporter) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    log = logging.getLogger("test_otel")
+    handler = Keep()
+    log.addHandler(handler)
+    try:
+        log.warning("outside")
+        with telemetry.otel_span("op", context_metadata={"x-snakepit-correlation-id": "c9"}):
+            log.warning("inside")
+    finally:
+        log.removeHandler(handler)
+    assert [r.correlation_id for r in records] == ["-", "c9"]
+
+
+_WITHOUT_SDK = """
+import sys
+sys.modules["opentelemetry"] = None  # import fails as if not installed
+from snakepit_bridge import telemetry
+assert telemetry.setup_tracing() is False
+assert telemetry.setup_tracing() is False and telemetry.get_tracer() is None
+with telemetry.otel_span("op", context_metadata=[("x-snakepit-correlation-id", "c1")]) as s:
+    assert s is None and telemetry.get_correlation_id() == "c1"
+assert telemetry.get_correlation_id() is None
+print("ok")
+"""
+
+
+def test_without_the_sdk_it_still_works() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_SDK],
+        cwd=PYTHON_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
