@@ -10,10 +10,12 @@
 //!   tested against); `stderr`: a `TELEMETRY:` line;
 //! - `totals`: the workers' running totals and the accounting of a stream;
 //!   `settings`: the controls a stream replays when it reconnects;
+//! - `budget`: the bound on a producer's queued items and bytes;
 //! - `lifecycle`: stream states, typed disconnects and the gRPC status
 //!   events; `reconnect`: backoff;
 //! - `raw_frames`, `wire`: the tonic codec and the generated protobuf types.
 
+pub mod budget;
 pub mod catalog;
 pub mod frame;
 pub mod lifecycle;

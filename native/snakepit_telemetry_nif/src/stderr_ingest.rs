@@ -15,13 +15,14 @@
 //! {:malformed, reason, message}`; `dropped` counts the items dropped for
 //! want of credit since the previous batch.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use once_cell::sync::Lazy;
 use rustler::env::SavedTerm;
 use rustler::{Atom, Binary, Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
+use snakepit_telemetry_core::budget::QueueBudget;
 use snakepit_telemetry_core::catalog::CATALOG;
 use snakepit_telemetry_core::stderr::{parse_line, StderrLine};
 
@@ -47,8 +48,8 @@ pub struct Ingest {
     owner: LocalPid,
     closed: AtomicBool,
     credit: AtomicI64,
-    queued_lines: AtomicUsize,
-    queued_bytes: AtomicUsize,
+    /// Lines pushed and not yet taken by the thread.
+    queued: QueueBudget,
     lines: AtomicU64,
     queue_full: AtomicU64,
     backlog_full: AtomicU64,
@@ -116,8 +117,7 @@ fn stderr_ingest_start(env: Env, owner: LocalPid) -> (Atom, (u64, ResourceArc<In
         owner,
         closed: AtomicBool::new(false),
         credit: AtomicI64::new(CREDIT),
-        queued_lines: AtomicUsize::new(0),
-        queued_bytes: AtomicUsize::new(0),
+        queued: QueueBudget::new(MAX_QUEUED_LINES, MAX_QUEUED_BYTES),
         lines: AtomicU64::new(0),
         queue_full: AtomicU64::new(0),
         backlog_full: AtomicU64::new(0),
@@ -150,17 +150,12 @@ fn stderr_ingest_push<'a>(
         return (atoms::error(), keys::closed()).encode(env);
     }
     let cut = line.len().min(CATALOG.limits.max_stderr_line_bytes + 1);
-    let full = ingest.queued_lines.load(Relaxed) >= MAX_QUEUED_LINES
-        || ingest.queued_bytes.load(Relaxed) + cut > MAX_QUEUED_BYTES;
-    if !full {
-        ingest.queued_lines.fetch_add(1, Relaxed);
-        ingest.queued_bytes.fetch_add(cut, Relaxed);
+    if ingest.queued.try_admit(cut) {
         let work = Work::Line(ingest.clone(), line.as_slice()[..cut].to_vec());
         match CHANNEL.try_send(work) {
             Ok(()) => return atoms::ok().encode(env),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                ingest.queued_lines.fetch_sub(1, Relaxed);
-                ingest.queued_bytes.fetch_sub(cut, Relaxed);
+                ingest.queued.release(cut);
             }
         }
     }
@@ -207,8 +202,7 @@ fn run(rx: Receiver<Work>) {
         while let Some(work) = next.take() {
             match work {
                 Work::Line(ingest, line) => {
-                    ingest.queued_lines.fetch_sub(1, Relaxed);
-                    ingest.queued_bytes.fetch_sub(line.len(), Relaxed);
+                    ingest.queued.release(line.len());
                     ingest.lines.fetch_add(1, Relaxed);
                     if take_line(&ingest, &line) >= MAX_BATCH {
                         deliver(&ingest);
