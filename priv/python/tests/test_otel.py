@@ -106,3 +106,20 @@ def test_without_the_sdk_it_still_works() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_our_span_is_an_otel_span_too(spans: InMemorySpanExporter) -> None:
+    with (
+        telemetry.span("tool.execution", {"tool": "predict"}, correlation_id="c5"),
+        telemetry.otel_span("inner"),
+    ):
+        pass
+    with pytest.raises(ValueError), telemetry.span("tool.execution", {"tool": "bad"}):
+        raise ValueError("boom")
+    inner, ok, failed = spans.get_finished_spans()
+    assert ok.name == "tool.execution" and ok.attributes["tool"] == "predict"
+    assert ok.attributes["snakepit.correlation_id"] == "c5"
+    assert inner.parent.span_id == ok.context.span_id
+    assert inner.attributes["snakepit.correlation_id"] == "c5"
+    assert failed.status.status_code.name == "ERROR"
+    assert failed.events[0].name == "exception"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from contextvars import Token
@@ -13,6 +14,7 @@ from snakepit_bridge import catalog
 from .coerce import coerce_metadata
 from .context import current, reset_correlation_id, set_correlation_id
 from .emitter import emit
+from .otel import get_tracer
 from .text import head_utf8
 
 __all__ = ["Span", "span"]
@@ -41,6 +43,11 @@ class Span:
     into the stop or exception event (not the start event); ``duration``,
     ``error_type`` and ``error_message`` cannot be overridden that way.
 
+    With tracing set up (:func:`~.otel.setup_tracing`) the span is also an
+    OpenTelemetry span of the same name, the metadata (and
+    ``snakepit.correlation_id``) as attributes, the exception recorded and
+    the status an error when the block raises.
+
     Correlation: the events carry the span's ``correlation_id`` if one was given
     (it is then the current id inside the block, so nested ``emit`` and ``span``
     calls inherit it), else the id current when the span was entered.
@@ -57,6 +64,7 @@ class Span:
         "_extra_metadata",
         "_metadata",
         "_operation",
+        "_otel",
         "_start_ns",
         "_token",
     )
@@ -80,6 +88,7 @@ class Span:
         self._extra_metadata: dict[str, Any] | None = None
         self._start_ns: int | None = None
         self._token: Token[str | None] | None = None
+        self._otel: Any = None
 
     @property
     def operation(self) -> str:
@@ -119,6 +128,13 @@ class Span:
             self._metadata,
             self._correlation_id,
         )
+        tracer = get_tracer()
+        if tracer is not None:
+            # With tracing set up the span is an OpenTelemetry span too: same
+            # name, the metadata as attributes, error status on exception.
+            attributes = {**self._metadata, "snakepit.correlation_id": self._correlation_id or ""}
+            self._otel = tracer.start_as_current_span(self._operation, attributes=attributes)
+            self._otel.__enter__()
         self._start_ns = time.monotonic_ns()
         return self
 
@@ -150,6 +166,10 @@ class Span:
         except Exception:  # e.g. an exception whose __str__ raises; never mask the block's
             pass
         finally:
+            if self._otel is not None:
+                otel, self._otel = self._otel, None
+                with contextlib.suppress(Exception):
+                    otel.__exit__(exc_type, exc, tb)
             if self._token is not None:
                 reset_correlation_id(self._token)
                 self._token = None
