@@ -102,6 +102,7 @@ from typing import Any
 
 from snakepit_bridge import catalog
 
+from .frames import Frames
 from .policy import Policy, as_patterns
 from .wire import BATCH_TOTAL_TAGS, EventEncoder
 
@@ -124,9 +125,6 @@ DEFAULT_MAX_FRAME_BYTES = catalog.defaults()["max_frame_bytes"]
 
 #: A buffer length no buffer reaches (nobody wants a wake-up).
 _NEVER = 1 << 62
-
-#: Bytes of a batch besides its events (totals and source id: at most 7 x 11 bytes).
-_BATCH_OVERHEAD = 96
 
 _TAG_DROPPED = BATCH_TOTAL_TAGS["dropped_total"]
 _TAG_EMITTED = BATCH_TOTAL_TAGS["emitted_total"]
@@ -209,8 +207,8 @@ class TelemetryStream:
             "streams": 0,
             "auth_rejected": 0,
         }
-        self._carry: list[tuple[str, dict, dict, int, str | None]] = []
-        self._encoder = EventEncoder()
+        # Takes events from the buffer into frames within the limits.
+        self._frames = Frames(self, max_frame_bytes, self.max_batch_bytes)
         # The buffer length at which an emit wakes the consumer: 1 while it
         # waits for any event, a full batch while it lingers, _NEVER otherwise.
         self._wake_len = _NEVER
@@ -348,7 +346,7 @@ class TelemetryStream:
         for a missing or wrong token) and ``attached`` (0 or 1)."""
         with self._lock:
             counts = dict(self._counts)
-            buffered = len(self._buffer) + len(self._carry)
+            buffered = len(self._buffer) + len(self._frames.carry)
         taken = counts.pop("taken")
         counts["emitted"] = (
             taken
@@ -375,7 +373,7 @@ class TelemetryStream:
             emitted = (
                 c["taken"]
                 + len(self._buffer)
-                + len(self._carry)
+                + len(self._frames.carry)
                 + dropped
                 + sampled
                 + filtered
@@ -495,12 +493,12 @@ class TelemetryStream:
                         continue
                 ticked = False
                 if batched:
-                    frame, count, totals = self._take_batch(max_batch)
+                    frame, count, totals = self._frames.batch(max_batch, self._totals)
                     if count:
                         last_totals = totals
                         yield session, (frame, count)
                 else:
-                    bodies = self._take_events(_STOCK_CHUNK)
+                    bodies = self._frames.events(_STOCK_CHUNK)
                     count = len(bodies)
                     if bodies:
                         yield session, bodies
@@ -528,13 +526,13 @@ class TelemetryStream:
             self._detach(session)
 
     def _pending(self) -> int:
-        return len(self._carry) + len(self._buffer)
+        return len(self._frames.carry) + len(self._buffer)
 
     def _linger_for(self, linger_ns: int, full: int) -> float:
         """Seconds to wait before taking a frame: 0 when nothing is buffered
         (the consumer parks for the first event), a batch is full, or the
         oldest event has waited ``max_delay``."""
-        carry, buffer = self._carry, self._buffer
+        carry, buffer = self._frames.carry, self._buffer
         pending = len(carry) + len(buffer)
         if pending == 0 or pending >= full:
             return 0.0
@@ -555,7 +553,7 @@ class TelemetryStream:
         session.waiter = waiter
         self._wake_len = want
         # An emit may have appended between our last look and setting _wake_len.
-        if len(self._buffer) + len(self._carry) >= want or session.ended or self._closing:
+        if self._pending() >= want or session.ended or self._closing:
             self._unpark(session)
             return "event"
         timer = None
@@ -573,85 +571,6 @@ class TelemetryStream:
         # A replaced session must not clear the wish of the one that replaced it.
         if self._session is session:
             self._wake_len = _NEVER
-
-    def _take(self, limit: int) -> list[tuple[str, dict, dict, int, str | None]]:
-        with self._lock:
-            items = self._carry
-            self._carry = []
-            popleft = self._buffer.popleft
-            items += [popleft() for _ in range(min(limit - len(items), len(self._buffer)))]
-            self._counts["taken"] += len(items)
-        return items
-
-    def _give_back(self, items: list[tuple[str, dict, dict, int, str | None]]) -> None:
-        with self._lock:
-            self._carry = items + self._carry
-            self._counts["taken"] -= len(items)
-
-    def _take_events(self, limit: int) -> list[bytes]:
-        items = self._take(limit)
-        if not items:
-            return []
-        bodies, _, failed = self._encoder.encode_safe(items, framed=False)
-        if failed:
-            self._lost_to_encoding(failed)
-        if not bodies:
-            return []
-        too_big = self.max_frame_bytes - 16
-        if max(map(len, bodies)) > too_big:
-            kept = [b for b in bodies if len(b) <= too_big]
-            with self._lock:
-                self._counts["dropped"] += len(bodies) - len(kept)
-                self._counts["taken"] -= len(bodies) - len(kept)
-            bodies = kept
-        return bodies
-
-    def _take_batch(self, max_batch: int) -> tuple[bytes, int, Any]:
-        items = self._take(max_batch)
-        if not items:
-            return b"", 0, None
-        pieces, items, failed = self._encoder.encode_safe(items, framed=True)
-        if failed:
-            self._lost_to_encoding(failed)
-        budget = self.max_batch_bytes - _BATCH_OVERHEAD
-        if sum(map(len, pieces)) > budget:
-            pieces, items = self._fit(pieces, items, budget)
-        if not items:
-            return b"", 0, None
-        totals = self._totals()
-        pieces.extend(EventEncoder.totals(totals))
-        return b"".join(pieces), len(items), totals
-
-    def _lost_to_encoding(self, failed: int) -> None:
-        with self._lock:
-            self._counts["dropped"] += failed
-            self._counts["taken"] -= failed
-        _log.warning("%d telemetry event(s) could not be encoded and were dropped", failed)
-
-    def _fit(
-        self, pieces: list[bytes], items: list[Any], budget: int
-    ) -> tuple[list[bytes], list[Any]]:
-        """Cuts an over-large batch: keeps a prefix that fits (at least one event
-        if it fits in a frame), gives the rest back, drops a lone event too big
-        for any frame."""
-        size = 0
-        for index in range(len(items)):
-            event_size = sum(map(len, pieces[2 * index : 2 * index + 2]))
-            if size + event_size > budget and index > 0:
-                self._give_back(items[index:])
-                return pieces[: 2 * index], items[:index]
-            if event_size > self.max_frame_bytes - _BATCH_OVERHEAD:
-                # Alone it would still break the receiver's frame limit.
-                self._give_back(items[index + 1 :])
-                with self._lock:
-                    self._counts["dropped"] += 1
-                    self._counts["taken"] -= 1
-                _log.warning(
-                    "telemetry event %r too large (%d bytes) dropped", items[index][0], event_size
-                )
-                return pieces[: 2 * index], items[:index]
-            size += event_size
-        return pieces, items
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> _Session:
         previous = self._session
