@@ -10,7 +10,7 @@ defmodule Snakepit.Robustness.ApiArgumentsTest do
 
   alias Snakepit.GRPC.Client
   alias Snakepit.{GRPCWorker, Pool}
-  alias Snakepit.Telemetry.{Control, GrpcStream, PythonCapture}
+  alias Snakepit.Telemetry.{Catalog, Control, GrpcStream, PythonCapture}
 
   @call_events [
     [:snakepit, :grpc, :call, :start],
@@ -126,7 +126,13 @@ defmodule Snakepit.Robustness.ApiArgumentsTest do
     {:ok, _} = GrpcStream.register_worker("127.0.0.1:1", %{worker_id: "ctl"})
     on_exit(fn -> GrpcStream.unregister_worker("ctl") end)
 
-    for patterns <- [[nil], [:atom], ["ok", nil], ["a" | "b"], [String.duplicate("p", 129)]] do
+    for patterns <- [
+          [nil],
+          [:atom],
+          ["ok", nil],
+          ["a" | "b"],
+          [String.duplicate("p", Catalog.limits().max_pattern_bytes + 1)]
+        ] do
       assert {:error, _} = GrpcStream.update_sampling("ctl", 0.5, patterns), inspect(patterns)
       assert {:error, _} = GrpcStream.update_filter("ctl", allow: patterns), inspect(patterns)
       assert {:error, _} = Control.patterns(patterns)
@@ -160,7 +166,7 @@ defmodule Snakepit.Robustness.ApiArgumentsTest do
           [timeout: -1],
           [timeout: :infinity],
           [correlation_id: 5],
-          [correlation_id: String.duplicate("c", 129)],
+          [correlation_id: String.duplicate("c", Catalog.limits().max_correlation_id_bytes + 1)],
           [metadata: %{a: 1}],
           [metadata: [1]],
           [session_id: self()]

@@ -28,8 +28,12 @@ defmodule Snakepit.Telemetry.ControlTest do
 
       assert Control.sampling(0.5, "python.*") == {:error, {:invalid_patterns, "python.*"}}
       assert Control.sampling(0.5, [:atom]) == {:error, {:invalid_pattern, :atom}}
-      assert {:error, {:invalid_pattern, _}} = Control.sampling(0.5, [String.duplicate("a", 129)])
-      assert {:error, {:invalid_patterns, _}} = Control.sampling(0.5, List.duplicate("a", 65))
+      limits = Snakepit.Telemetry.Catalog.limits()
+      too_long = String.duplicate("a", limits.max_pattern_bytes + 1)
+      assert {:error, {:invalid_pattern, _}} = Control.sampling(0.5, [too_long])
+      too_many = List.duplicate("a", limits.max_patterns + 1)
+      assert {:error, {:invalid_patterns, _}} = Control.sampling(0.5, too_many)
+      assert {:ok, _} = Control.sampling(0.5, List.duplicate("a", limits.max_patterns))
     end
   end
 

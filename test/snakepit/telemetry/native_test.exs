@@ -1,7 +1,7 @@
 defmodule Snakepit.Telemetry.NativeTest do
   use ExUnit.Case, async: true
 
-  alias Snakepit.Telemetry.Native
+  alias Snakepit.Telemetry.{Catalog, Native}
 
   test "the NIF is loaded" do
     assert Native.load_error() == nil
@@ -40,10 +40,12 @@ defmodule Snakepit.Telemetry.NativeTest do
         {~s(TELEMETRY:{"event":"#{String.duplicate("a", 200)}"}), :event_name_too_long},
         {line_with(measurements: for(i <- 1..33, do: {"m#{i}", "1"})), :too_many_measurements},
         {line_with(metadata: for(i <- 1..65, do: {"k#{i}", ~s("v")})), :too_many_metadata},
-        {line_with(metadata: [{String.duplicate("k", 65), ~s("v")}]), :invalid_key},
+        {line_with(
+           metadata: [{String.duplicate("k", Catalog.limits().max_key_bytes + 1), ~s("v")}]
+         ), :invalid_key},
         {line_with(measurements: [{"bytes", ~s("lots")}]), :invalid_measurement},
         {~s(TELEMETRY:{"event":"python.call.start","metadata":{"a":[1]}}), :invalid_metadata},
-        {~s(TELEMETRY:{"event":"python.call.start","correlation_id":"#{String.duplicate("c", 129)}"}),
+        {~s(TELEMETRY:{"event":"python.call.start","correlation_id":"#{String.duplicate("c", Catalog.limits().max_correlation_id_bytes + 1)}"}),
          :correlation_id_too_long},
         {"TELEMETRY:" <> String.duplicate(" ", 70_000), :line_too_long},
         {"TELEMETRY:{oops", :invalid_json},
