@@ -215,6 +215,12 @@ defmodule Snakepit.Telemetry.GrpcStream do
     * `:python_totals` - whether the worker ever reported totals
     * `:python_auth_rejected` - calls the worker refused for a missing or
       wrong token (someone else tried to talk to it; see `Snakepit.Auth`)
+    * `:sampling_applied_by` - `:worker`, or `:nif` when the peer is on the
+      stock RPC (a reference worker, which ignores sampling patterns) and a
+      sampling with patterns is in force: the worker gets rate 1.0 and this
+      stream samples the matching events, counted in `:nif_sampled_out`
+      (and in the accounting's `sampled_out`). Toggle and filters always go
+      to the worker.
     * `:connects`, `:reconnects`, `:credit_waits`, `:controls_sent`
     * `:state`, `:rpc`, `:last_error`, `:endpoint`, `:registered_at`
 
@@ -244,7 +250,9 @@ defmodule Snakepit.Telemetry.GrpcStream do
   defp accounting(s) do
     dropped = %{
       queue_full: s.python_dropped,
-      sampled_out: s.python_sampled_out,
+      # The worker's sampling, plus what this stream sampled itself (the
+      # pattern sampling of a stock peer).
+      sampled_out: s.python_sampled_out + Map.get(s, :nif_sampled_out, 0),
       filtered_out: s.python_filtered_out,
       disabled: s.python_disabled,
       rejected: s.rejected,

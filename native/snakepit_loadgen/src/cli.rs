@@ -57,6 +57,12 @@ pub struct Args {
     #[arg(long)]
     pub stock_only: bool,
 
+    /// Behave like the reference worker's sampling: the rate applies to every
+    /// event and sampling patterns are ignored (with --stock-only, a
+    /// reference-like peer).
+    #[arg(long)]
+    pub reference_sampling: bool,
+
     /// Fraction (0.0-1.0) of events with a name outside the catalog (rejection tests).
     #[arg(long, default_value_t = 0.0, value_name = "F", value_parser = parse_ratio)]
     pub invalid_ratio: f64,
@@ -82,6 +88,7 @@ impl Args {
             batch: self.batch as usize,
             queue_capacity: self.queue_size as usize,
             stock_only: self.stock_only,
+            reference_sampling: self.reference_sampling,
             invalid_ratio: self.invalid_ratio,
             seed: self.seed,
         }

@@ -15,6 +15,8 @@ pub struct Config {
     pub queue_capacity: usize,
     /// Answer UNIMPLEMENTED on `StreamTelemetryBatched` (a stock worker).
     pub stock_only: bool,
+    /// Ignore sampling patterns, as the reference worker does.
+    pub reference_sampling: bool,
     /// Fraction (0.0–1.0) of events given a name that is not in the catalog.
     pub invalid_ratio: f64,
     /// Seed of the event shapes and sampling decisions (streams derive theirs).
@@ -29,6 +31,7 @@ impl Default for Config {
             batch: 256,
             queue_capacity: 1024,
             stock_only: false,
+            reference_sampling: false,
             invalid_ratio: 0.0,
             seed: 0x5eed,
         }

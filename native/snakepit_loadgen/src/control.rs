@@ -26,6 +26,9 @@ pub struct ControlState {
     sample_patterns: Vec<Glob>,
     allow: Vec<Glob>,
     deny: Vec<Glob>,
+    /// As the reference worker does: the sampling rate applies to every
+    /// event, its patterns are ignored (`--reference-sampling`).
+    pub ignore_sampling_patterns: bool,
 }
 
 impl Default for ControlState {
@@ -36,6 +39,7 @@ impl Default for ControlState {
             sample_patterns: Vec::new(),
             allow: Vec::new(),
             deny: Vec::new(),
+            ignore_sampling_patterns: false,
         }
     }
 }
@@ -55,7 +59,11 @@ impl ControlState {
                     return Err("sampling rate is NaN".into());
                 }
                 self.sampling_rate = s.sampling_rate.clamp(0.0, 1.0);
-                self.sample_patterns = globs(&s.event_patterns);
+                self.sample_patterns = if self.ignore_sampling_patterns {
+                    Vec::new()
+                } else {
+                    globs(&s.event_patterns)
+                };
                 Ok(())
             }
             Some(Control::Filter(f)) => {

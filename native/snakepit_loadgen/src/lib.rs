@@ -8,7 +8,7 @@ pub mod config;
 pub mod control;
 pub mod frame;
 pub mod generator;
-pub mod glob;
+pub use snakepit_telemetry_core::glob;
 pub mod producer;
 pub mod queue;
 pub mod rng;

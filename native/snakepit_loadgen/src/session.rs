@@ -91,7 +91,9 @@ async fn run(id: u64, ctx: Arc<Context>, requests: Streaming<TelemetryControl>, 
         cfg.rate,
         cfg.total,
     );
-    let (control_tx, control_rx) = watch::channel(ControlState::default());
+    let mut initial = ControlState::default();
+    initial.ignore_sampling_patterns = cfg.reference_sampling;
+    let (control_tx, control_rx) = watch::channel(initial);
     let mut shutdown = ctx.shutdown.clone();
 
     let forward = forward(&ctx.pool, &queue, &stats, sink, cfg.batch);

@@ -10,6 +10,8 @@
 //!   tested against); `stderr`: a `TELEMETRY:` line;
 //! - `totals`: the workers' running totals and the accounting of a stream;
 //!   `settings`: the controls a stream replays when it reconnects;
+//! - `glob`: sampling and filter patterns with `fnmatchcase`'s meaning;
+//!   `local_sampling`: pattern sampling the NIF applies for a stock peer;
 //! - `budget`: the bound on a producer's queued items and bytes;
 //! - `lifecycle`: stream states, typed disconnects and the gRPC status
 //!   events; `reconnect`: backoff;
@@ -18,7 +20,9 @@
 pub mod budget;
 pub mod catalog;
 pub mod frame;
+pub mod glob;
 pub mod lifecycle;
+pub mod local_sampling;
 pub mod raw_frames;
 pub mod reconnect;
 pub mod scan;

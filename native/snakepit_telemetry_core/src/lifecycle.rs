@@ -192,11 +192,16 @@ impl Status {
         }
     }
 
-    pub fn stream_opened(system_time: i64) -> Status {
+    /// The stream opened on `rpc` (`StreamTelemetryBatched`, or
+    /// `StreamTelemetry` for a stock peer): a fallback is visible.
+    pub fn stream_opened(system_time: i64, rpc: &'static str) -> Status {
         Status {
             event: "stream.opened",
             measurements: vec![("system_time", system_time)],
-            metadata: vec![("correlation_id", StatusValue::Nil)],
+            metadata: vec![
+                ("correlation_id", StatusValue::Nil),
+                ("rpc_method", StatusValue::Text(rpc.into())),
+            ],
         }
     }
 
@@ -244,7 +249,7 @@ mod tests {
             Status::connection_established(1, 2, Some(50051), 0),
             Status::connection_established(1, 2, None, 3),
             Status::connection_reconnected(5, 1),
-            Status::stream_opened(7),
+            Status::stream_opened(7, "StreamTelemetry"),
             Status::stream_closed(1, 2, None),
             Status::stream_closed(1, 2, Some(&lost)),
             Status::connection_lost(1, 2, &lost),

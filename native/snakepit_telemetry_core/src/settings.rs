@@ -47,6 +47,11 @@ impl Settings {
         }
     }
 
+    /// The sampling control last set, if any.
+    pub fn sampling(&self) -> Option<&TelemetryControl> {
+        self.sampling.as_ref()
+    }
+
     /// `toggle(true)` first (the contract), then every setting in full: the
     /// sampling and the filter as last set, or their defaults (every event,
     /// nothing denied), and `toggle(false)` last when telemetry is off.

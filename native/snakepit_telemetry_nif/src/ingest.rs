@@ -16,6 +16,7 @@ use bytes::Bytes;
 use rustler::LocalPid;
 use snakepit_telemetry_core::catalog::CATALOG;
 use snakepit_telemetry_core::lifecycle::{Disconnect, Status, StreamState, TaskEnd};
+use snakepit_telemetry_core::local_sampling::{for_peer, Local, LocalSampling};
 use snakepit_telemetry_core::raw_frames::RawFrames;
 use snakepit_telemetry_core::reconnect::Backoff;
 use snakepit_telemetry_core::scan::{split_batch, EventScratch};
@@ -76,6 +77,10 @@ struct Task {
     dispatcher: Dispatcher,
     settings: Settings,
     use_stock: bool,
+    /// Pattern sampling applied here for a stock peer (see `local_sampling`).
+    local: Option<LocalSampling>,
+    /// xorshift state for `local`'s draws.
+    rng: u64,
 }
 
 /// Runs a stream until its handle goes away or its owner dies.
@@ -89,6 +94,8 @@ pub async fn run(
         dispatcher: Dispatcher::new(owner, cfg.stream_id),
         use_stock: cfg.rpc == RpcChoice::Stock,
         settings: Settings::default(),
+        local: None,
+        rng: seed(cfg.stream_id),
         cfg,
         shared,
         controls,
@@ -164,6 +171,11 @@ impl Task {
         let result = self.recording_controls(attempt).await?;
         Ok(result.map(|((incoming, tx, stock), sent)| {
             self.use_stock = stock;
+            let local = match self.settings.sampling().map(|c| for_peer(c, stock).1) {
+                Some(Local::On(local)) => Some(local),
+                _ => None,
+            };
+            self.set_local(local);
             // Controls that arrived while connecting were only recorded:
             // send the settings again if they changed meanwhile.
             let now = self.settings.opening_frames();
@@ -202,11 +214,12 @@ impl Task {
         let stats = &self.shared.stats;
         StreamStats::add(&stats.connects, 1);
         stats.set_state(StreamState::Open);
-        stats.set_rpc(if self.use_stock {
+        let rpc = if self.use_stock {
             "StreamTelemetry"
         } else {
             "StreamTelemetryBatched"
-        });
+        };
+        stats.set_rpc(rpc);
         let ctx = &self.cfg.context;
         let established = Status::connection_established(
             nanos_since(started),
@@ -220,7 +233,7 @@ impl Task {
             let again = Status::connection_reconnected(nanos_since(lost), retries);
             self.dispatcher.send_status(&again, ctx)?;
         }
-        let opened = Status::stream_opened(system_time());
+        let opened = Status::stream_opened(system_time(), rpc);
         self.dispatcher.send_status(&opened, ctx)?;
         Ok(())
     }
@@ -322,9 +335,16 @@ impl Task {
         StreamStats::add(&stats.events_received, events.len() as u64);
         let mut scratch = EventScratch::new();
         for event in events {
-            let pushed = scratch
-                .validate(&CATALOG, event)
-                .and_then(|valid| self.dispatcher.push(&valid, &self.cfg.context));
+            let pushed = scratch.validate(&CATALOG, event).and_then(|valid| {
+                if let Some(local) = &self.local {
+                    let name = CATALOG.events[valid.event as usize].python_name.as_deref();
+                    if !local.keeps(name.unwrap_or(""), draw(&mut self.rng)) {
+                        StreamStats::add(&stats.nif_sampled_out, 1);
+                        return Ok(());
+                    }
+                }
+                self.dispatcher.push(&valid, &self.cfg.context)
+            });
             if let Err(rejection) = pushed {
                 stats.reject(&rejection);
             }
@@ -367,11 +387,26 @@ impl Task {
 
     fn forward(&mut self, tx: &mpsc::Sender<TelemetryControl>, c: TelemetryControl) {
         self.settings.record(&c);
+        let (sent, local) = for_peer(&c, self.use_stock);
+        match local {
+            Local::Unchanged => {}
+            Local::Off => self.set_local(None),
+            Local::On(local) => self.set_local(Some(local)),
+        }
         // A full request channel means the worker is not reading controls;
         // the setting is still replayed on the next connection.
-        if tx.try_send(c).is_ok() {
+        if tx.try_send(sent).is_ok() {
             StreamStats::add(&self.shared.stats.controls_sent, 1);
         }
+    }
+
+    fn set_local(&mut self, local: Option<LocalSampling>) {
+        let on = local.is_some();
+        self.local = local;
+        self.shared
+            .stats
+            .nif_samples
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The stream ends because the worker was unregistered.
@@ -427,7 +462,8 @@ async fn open_stream(
     loop {
         let (tx, rx) = mpsc::channel(64);
         for frame in &opening {
-            tx.try_send(frame.clone())
+            // A stock peer gets pattern sampling as rate 1.0 (applied here).
+            tx.try_send(for_peer(frame, stock).0)
                 .expect("room for the opening frames");
         }
         let opened =
@@ -474,6 +510,24 @@ fn disconnect(s: &tonic::Status) -> Disconnect {
         code: s.code(),
         message: s.message().to_owned(),
     }
+}
+
+fn seed(stream_id: u64) -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    (stream_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ nanos) | 1
+}
+
+/// A uniform draw in [0, 1) (xorshift64*: sampling needs speed, not secrecy).
+fn draw(state: &mut u64) -> f64 {
+    let mut x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Polls a future once: `Some(output)` if it is ready now.

@@ -1,6 +1,6 @@
 //! Per-stream counters, written by the stream task and read by `stream_stats`.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use snakepit_telemetry_core::lifecycle::StreamState;
@@ -22,6 +22,10 @@ pub struct StreamStats {
     /// Times the task stopped reading because Elixir had no credit left.
     pub credit_waits: AtomicU64,
     pub controls_sent: AtomicU64,
+    /// Events the stream's own pattern sampling left out (stock peers).
+    pub nif_sampled_out: AtomicU64,
+    /// True while that sampling is on (else the worker samples).
+    pub nif_samples: AtomicBool,
     /// A `StreamState` as `u8` (0, `Connecting`, by default).
     state: AtomicU8,
     pub rpc: Mutex<&'static str>,

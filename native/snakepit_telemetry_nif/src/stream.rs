@@ -139,6 +139,7 @@ mod keys {
         rejected, rejected_by_reason, connects, reconnects, python_dropped,
         python_emitted, python_sampled_out, python_filtered_out, python_disabled,
         python_lost, python_totals, python_auth_rejected, credit_waits, controls_sent, last_error,
+        nif_sampled_out, sampling_applied_by, nif, worker,
         connecting, open, backoff, ended,
     }
 }
@@ -218,6 +219,18 @@ fn stream_stats<'a>(env: Env<'a>, handle: ResourceArc<StreamHandle>) -> NifResul
         (k(keys::python_totals()), reported.encode(env)),
         (k(keys::credit_waits()), g(&s.credit_waits).encode(env)),
         (k(keys::controls_sent()), g(&s.controls_sent).encode(env)),
+        (
+            k(keys::nif_sampled_out()),
+            g(&s.nif_sampled_out).encode(env),
+        ),
+        (
+            k(keys::sampling_applied_by()),
+            if s.nif_samples.load(Ordering::Relaxed) {
+                k(keys::nif())
+            } else {
+                k(keys::worker())
+            },
+        ),
         (k(keys::last_error()), last_error.encode(env)),
     ];
     Term::map_from_pairs(env, &pairs)

@@ -43,6 +43,45 @@ defmodule Snakepit.Telemetry.GrpcStreamFlowTest do
     assert wait_stats(id, &(&1.events_delivered > 50)).rpc == "StreamTelemetry"
   end
 
+  @doc false
+  def count([:snakepit, :python, :tool, :result_size], _, %{worker_id: id}, {counts, id}),
+    do: :counters.add(counts, 1, 1)
+
+  def count(_event, _measurements, %{worker_id: id}, {counts, id}),
+    do: :counters.add(counts, 2, 1)
+
+  def count(_event, _measurements, _metadata, _config), do: :ok
+
+  test "a reference-like stock peer: pattern sampling is applied here, the RPC is visible",
+       %{worker_id: id} do
+    # Stock RPC only, and patterns ignored: what a reference worker does.
+    lg = LoadGen.start!(["--rate", "3000", "--stock-only", "--reference-sampling"])
+    ref = :telemetry_test.attach_event_handlers(self(), [[:snakepit, :grpc, :stream, :opened]])
+    on_exit(fn -> :telemetry.detach(ref) end)
+    {:ok, _} = GrpcStream.register_worker(lg.endpoint, %{worker_id: id})
+
+    assert_receive {[:snakepit, :grpc, :stream, :opened], _, _,
+                    %{worker_id: ^id, rpc_method: "StreamTelemetry"}},
+                   5_000
+
+    :ok = GrpcStream.update_sampling(id, 0.0, ["tool.result_size"])
+    wait_stats(id, &(&1.sampling_applied_by == :nif and &1.nif_sampled_out > 20))
+    # From here on no tool.result_size arrives; every other event still does.
+    counts = :counters.new(2, [])
+    handler = "sampled-#{id}"
+    :telemetry.attach_many(handler, Naming.python_events(), &__MODULE__.count/4, {counts, id})
+    on_exit(fn -> :telemetry.detach(handler) end)
+    eventually(fn -> :counters.get(counts, 2) > 300 end, tries: 500, interval: 20)
+    assert :counters.get(counts, 1) == 0
+    {:ok, stats} = GrpcStream.stats(id)
+    assert stats.accounting.dropped.sampled_out == stats.nif_sampled_out
+
+    # Sampling without patterns goes to the worker again.
+    :ok = GrpcStream.update_sampling(id, 1.0)
+    wait_stats(id, &(&1.sampling_applied_by == :worker))
+    eventually(fn -> :counters.get(counts, 1) > 0 end, tries: 250, interval: 20)
+  end
+
   test "invalid events are rejected and counted, the stream goes on", %{worker_id: id} do
     lg = LoadGen.start!(["--rate", "5000", "--invalid-ratio", "0.2"])
     {:ok, _} = GrpcStream.register_worker(lg.endpoint, %{worker_id: id})
