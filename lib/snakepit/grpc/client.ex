@@ -89,6 +89,10 @@ defmodule Snakepit.GRPC.Client do
     * `:session_id` - at most 256 bytes
     * `:metadata` - a map of strings (at most 64 entries of 4 KiB)
     * `:worker_id` - put on the `[:snakepit, :grpc, :call, ...]` events
+    * `:traceparent` - a W3C trace context (`"00-<32 hex>-<16 hex>-<2 hex>"`):
+      with tracing set up in the worker (`telemetry.setup_tracing()`), the
+      call's Python spans are its children, so a trace started in Elixir goes
+      on in Python
 
   Returns `{:ok, result}` or `{:error, reason}` where reason is
   `{:tool_error, message}`, `{:grpc_error, code, message}`, `:timeout`,
@@ -119,7 +123,8 @@ defmodule Snakepit.GRPC.Client do
          {:ok, correlation_id} <- text(opts, :correlation_id, &new_correlation_id/0, 128),
          {:ok, session_id} <- text(opts, :session_id, fn -> "" end, 256),
          {:ok, metadata} <- metadata(Keyword.get(opts, :metadata, %{})),
-         {:ok, worker_id} <- text(opts, :worker_id, fn -> nil end, 128) do
+         {:ok, worker_id} <- text(opts, :worker_id, fn -> nil end, 128),
+         {:ok, metadata} <- traceparent(opts, metadata) do
       {:ok,
        %{
          channel: channel,
@@ -191,6 +196,22 @@ defmodule Snakepit.GRPC.Client do
   end
 
   defp metadata(_), do: {:error, {:invalid_option, {:metadata, "a map of at most 64 strings"}}}
+
+  # Sent in the request metadata, where the worker looks for it.
+  defp traceparent(opts, metadata) do
+    case Keyword.fetch(opts, :traceparent) do
+      :error ->
+        {:ok, metadata}
+
+      {:ok, tp} when is_binary(tp) and byte_size(tp) == 55 ->
+        if tp =~ ~r/\A[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}\z/,
+          do: {:ok, Map.put(metadata, "traceparent", tp)},
+          else: {:error, {:invalid_option, {:traceparent, tp}}}
+
+      {:ok, other} ->
+        {:error, {:invalid_option, {:traceparent, other}}}
+    end
+  end
 
   # The NIF applies `timeout` itself and always answers; the extra second
   # only guards against a reply that never comes.

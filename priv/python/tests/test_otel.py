@@ -123,3 +123,31 @@ def test_our_span_is_an_otel_span_too(spans: InMemorySpanExporter) -> None:
     assert inner.attributes["snakepit.correlation_id"] == "c5"
     assert failed.status.status_code.name == "ERROR"
     assert failed.events[0].name == "exception"
+
+
+def test_a_callers_traceparent_is_the_parent_of_the_calls_spans(
+    spans: InMemorySpanExporter,
+) -> None:
+    from bridge_harness import request, run, serving
+
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parent = "00f067aa0ba902b7"
+    tp = f"00-{trace_id}-{parent}-01"
+
+    async def main() -> None:
+        async with serving() as h:
+            # In the request metadata here; the gRPC header works the same.
+            await h.stub.ExecuteTool(request("ping", metadata={"traceparent": tp}))
+            await h.stub.ExecuteTool(request("ping"), metadata=(("traceparent", tp),))
+            await h.stub.ExecuteTool(request("ping"))
+
+    run(main())
+    by_name: dict[str, list] = {}
+    for s in spans.get_finished_spans():
+        by_name.setdefault(s.name, []).append(s)
+    calls = by_name["python.call"]
+    assert [format(c.context.trace_id, "032x") for c in calls[:2]] == [trace_id, trace_id]
+    assert [format(c.parent.span_id, "016x") for c in calls[:2]] == [parent, parent]
+    assert calls[2].parent is None  # no traceparent: a trace of its own
+    tool = by_name["tool.execution"][0]
+    assert tool.parent.span_id == calls[0].context.span_id

@@ -169,12 +169,17 @@ defmodule Snakepit.Robustness.ApiArgumentsTest do
           [correlation_id: String.duplicate("c", Catalog.limits().max_correlation_id_bytes + 1)],
           [metadata: %{a: 1}],
           [metadata: [1]],
-          [session_id: self()]
+          [session_id: self()],
+          [traceparent: "00-nothex"],
+          [traceparent: String.duplicate("0", 55)],
+          [traceparent: :tp]
         ] do
       assert {:error, {:invalid_option, _}} = GRPCWorker.execute(worker, "ping", %{}, opts),
              inspect(opts)
     end
 
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert {:ok, _} = GRPCWorker.execute(worker, "ping", %{}, traceparent: tp)
     assert {:error, _} = GRPCWorker.execute(worker, "ping", %{}, [:not_keyword])
     assert {:error, _} = Client.execute_tool(make_ref(), "ping", %{})
     assert {:error, _} = Client.execute_tool(channel, "", %{})
@@ -190,8 +195,8 @@ defmodule Snakepit.Robustness.ApiArgumentsTest do
         count_received([:snakepit, :grpc, :call, :exception])
 
     # Options are refused before the start event; parameters the NIF cannot
-    # encode get their exception event (5 here), the pings their stop.
-    assert starts == ends and starts == 7
+    # encode get their exception event (5 here), the three pings their stop.
+    assert starts == ends and starts == 8
   end
 
   test "Pool.start_link refuses bad sizes, names and unknown options, starting nothing" do

@@ -26,6 +26,7 @@ from snakepit_bridge.proto import snakepit_bridge_pb2 as pb
 from snakepit_bridge.proto import snakepit_bridge_pb2_grpc as pb_grpc
 from snakepit_bridge.server.codec import decode_parameters, encode_json, error_message
 from snakepit_bridge.telemetry.context import CORRELATION_HEADER
+from snakepit_bridge.telemetry.otel import TRACEPARENT, remote_parent
 from snakepit_bridge.telemetry.span import MAX_ERROR_MESSAGE_BYTES
 from snakepit_bridge.telemetry.stream import DEFAULT_MAX_BATCH, TelemetryStream
 from snakepit_bridge.telemetry.text import head_utf8, tail_utf8
@@ -43,6 +44,15 @@ def correlation_id(request: pb.ExecuteToolRequest, context: Any) -> str | None:
         if key == CORRELATION_HEADER and value:
             return value if isinstance(value, str) else value.decode("utf-8", "replace")
     return request.metadata.get("correlation_id") or None
+
+
+def traceparent(request: pb.ExecuteToolRequest, context: Any) -> str | None:
+    """The caller's W3C trace context: gRPC metadata ``traceparent``, else the
+    request metadata's."""
+    for key, value in context.invocation_metadata() or ():
+        if key == TRACEPARENT and value:
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return request.metadata.get(TRACEPARENT) or None
 
 
 class BridgeService(pb_grpc.BridgeServiceServicer):
@@ -120,12 +130,15 @@ class BridgeService(pb_grpc.BridgeServiceServicer):
             metadata["session_id"] = request.session_id
         failure: Exception | None = None
         try:
-            with telemetry.span(
-                "python.call",
-                metadata,
-                cid,
-                start_measurements={"request_size": request.ByteSize()},
-            ) as call:
+            with (
+                remote_parent(traceparent(request, context)),
+                telemetry.span(
+                    "python.call",
+                    metadata,
+                    cid,
+                    start_measurements={"request_size": request.ByteSize()},
+                ) as call,
+            ):
                 response, failure = await self._run_tool(request, name, cid)
                 response.execution_time_ms = int((time.monotonic() - started) * 1000)
                 if cid:

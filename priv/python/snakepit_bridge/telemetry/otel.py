@@ -30,7 +30,11 @@ from .context import (
     set_correlation_id,
 )
 
-__all__ = ["get_tracer", "otel_span", "setup_tracing"]
+__all__ = ["TRACEPARENT", "get_tracer", "otel_span", "remote_parent", "setup_tracing"]
+
+#: The W3C trace-context key a caller's trace travels under (gRPC metadata
+#: or a tool call's request metadata).
+TRACEPARENT = "traceparent"
 
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -81,6 +85,25 @@ def otel_span(
             yield span
     finally:
         reset_correlation_id(token)
+
+
+@contextmanager
+def remote_parent(traceparent: str | None) -> Iterator[None]:
+    """Inside the block, spans started (ours and ``otel_span``'s) are children
+    of the W3C ``traceparent`` a caller sent (a trace started in Elixir goes on
+    here). Without tracing, or without a valid traceparent, nothing changes."""
+    if get_tracer() is None or not traceparent:
+        yield
+        return
+    from opentelemetry import context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    parent = TraceContextTextMapPropagator().extract({TRACEPARENT: str(traceparent)})
+    token = context.attach(parent)
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 def _incoming(metadata: Iterable[tuple[str, str]] | Mapping[str, str] | None) -> str | None:
