@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from conftest import PYTHON_ROOT, subprocess_env
+from conftest import PYTHON_ROOT, RecordingBackend, subprocess_env
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from snakepit_bridge import telemetry
@@ -21,7 +21,7 @@ from snakepit_bridge.telemetry import otel
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """Tracing set up afresh with an in-memory exporter."""
-    saved = dict(otel._state)
+    saved, was_active = dict(otel._state), otel.active
     otel._state.update(done=False, tracer=None)
     exporter = InMemorySpanExporter()
     assert telemetry.setup_tracing(exporter=exporter) is True
@@ -29,6 +29,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
         yield exporter
     finally:
         otel._state.update(saved)
+        otel._set_active(was_active)
 
 
 def test_setup_is_idempotent_and_the_tracer_is_there(spans: InMemorySpanExporter) -> None:
@@ -151,3 +152,20 @@ def test_a_callers_traceparent_is_the_parent_of_the_calls_spans(
     assert calls[2].parent is None  # no traceparent: a trace of its own
     tool = by_name["tool.execution"][0]
     assert tool.parent.span_id == calls[0].context.span_id
+
+
+def test_events_inside_a_span_carry_its_trace_and_span_ids(
+    spans: InMemorySpanExporter, recorder: RecordingBackend
+) -> None:
+    telemetry.emit("tool.result_size", {"bytes": 1})
+    with telemetry.span("tool.execution", {"tool": "t"}):
+        telemetry.emit("tool.result_size", {"bytes": 2})
+    outside, start, inside, stop = recorder.events
+    (finished,) = spans.get_finished_spans()
+    ids = {
+        "trace_id": format(finished.context.trace_id, "032x"),
+        "span_id": format(finished.context.span_id, "016x"),
+    }
+    assert "trace_id" not in outside.metadata
+    for event in (start, inside, stop):
+        assert {k: event.metadata[k] for k in ids} == ids, event.name

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import manager, stats
+from . import manager, otel, stats
 from .coerce import coerce_measurements, coerce_metadata
 from .context import current
 
@@ -45,11 +45,9 @@ def emit(
             correlation_id = current()
         elif type(correlation_id) is not str:
             correlation_id = str(correlation_id)
-        backend.emit(
-            event,
-            coerce_measurements(measurements),
-            coerce_metadata(metadata),
-            correlation_id,
-        )
+        metadata = coerce_metadata(metadata)
+        if otel.active and (ids := otel.current_ids()) is not None:
+            metadata = {**metadata, "trace_id": ids[0], "span_id": ids[1]}
+        backend.emit(event, coerce_measurements(measurements), metadata, correlation_id)
     except Exception:
         stats.increment("backend_errors")

@@ -9,7 +9,9 @@ The package works without OpenTelemetry; with ``opentelemetry-sdk`` installed,
 OTLP/HTTP when ``SNAKEPIT_OTEL_ENDPOINT`` is set (needs
 ``opentelemetry-exporter-otlp-proto-http``), else to the console unless
 ``SNAKEPIT_OTEL_CONSOLE`` is false. In every case log records get a
-``correlation_id`` attribute (the current id, else ``"-"``).
+``correlation_id`` attribute (the current id, else ``"-"``), and events
+emitted inside a span carry its ``trace_id`` and ``span_id`` (hex) as
+metadata.
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ from .context import (
     set_correlation_id,
 )
 
-__all__ = ["TRACEPARENT", "get_tracer", "otel_span", "remote_parent", "setup_tracing"]
+__all__ = [
+    "TRACEPARENT",
+    "current_ids",
+    "get_tracer",
+    "otel_span",
+    "remote_parent",
+    "setup_tracing",
+]
 
 #: The W3C trace-context key a caller's trace travels under (gRPC metadata
 #: or a tool call's request metadata).
@@ -39,6 +48,9 @@ TRACEPARENT = "traceparent"
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state: dict[str, Any] = {"done": False, "tracer": None, "factory": False}
+
+#: True once tracing is set up: ``emit`` then adds the active span's ids.
+active = False
 
 _FALSE = {"0", "false", "no", "off"}
 
@@ -53,7 +65,23 @@ def setup_tracing(*, exporter: Any = None) -> bool:
         if not _state["done"]:
             _state["done"] = True
             _state["tracer"] = _tracer_or_none(exporter)
+        _set_active(_state["tracer"] is not None)
         return _state["tracer"] is not None
+
+
+def _set_active(on: bool) -> None:
+    global active
+    active = on
+
+
+def current_ids() -> tuple[str, str] | None:
+    """``(trace_id, span_id)`` in hex of the active span, if there is one."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
 def get_tracer() -> Any:

@@ -119,6 +119,14 @@ class Span:
             self._correlation_id = current()
         else:
             self._token = set_correlation_id(self._correlation_id)
+        tracer = get_tracer()
+        if tracer is not None:
+            # With tracing set up the span is an OpenTelemetry span too (same
+            # name, the metadata as attributes, error status on exception),
+            # started first so its own events carry its ids.
+            attributes = {**self._metadata, "snakepit.correlation_id": self._correlation_id or ""}
+            self._otel = tracer.start_as_current_span(self._operation, attributes=attributes)
+            self._otel.__enter__()
         start = self._start_measurements
         emit(
             self._operation + ".start",
@@ -128,13 +136,6 @@ class Span:
             self._metadata,
             self._correlation_id,
         )
-        tracer = get_tracer()
-        if tracer is not None:
-            # With tracing set up the span is an OpenTelemetry span too: same
-            # name, the metadata as attributes, error status on exception.
-            attributes = {**self._metadata, "snakepit.correlation_id": self._correlation_id or ""}
-            self._otel = tracer.start_as_current_span(self._operation, attributes=attributes)
-            self._otel.__enter__()
         self._start_ns = time.monotonic_ns()
         return self
 
