@@ -89,6 +89,35 @@ defmodule Snakepit.GRPCWorkerTest do
     assert_receive {[:snakepit, :pool, :worker, :spawn_failed], _, _, %{worker_id: ^id}}
   end
 
+  test "a trace started in Elixir goes on in Python: its trace id reaches :telemetry",
+       %{id: id} do
+    support = Path.expand("../support", __DIR__)
+
+    pid =
+      start_worker(id,
+        args: ["--tool-module", "tracing_tools"],
+        env: [
+          {"PYTHONPATH", Snakepit.Python.package_dir() <> ":" <> support},
+          {"SNAKEPIT_OTEL_CONSOLE", "false"}
+        ]
+      )
+
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    tp = "00-#{trace_id}-00f067aa0ba902b7-01"
+    {:ok, _} = GRPCWorker.execute(pid, "ping", %{}, traceparent: tp, correlation_id: "c-tr")
+
+    assert_receive {[:snakepit, :python, :call, :start], _, _,
+                    %{correlation_id: "c-tr", trace_id: ^trace_id, span_id: call_span}},
+                   5_000
+
+    assert_receive {[:snakepit, :python, :tool, :execution, :start], _, _,
+                    %{correlation_id: "c-tr", trace_id: ^trace_id, span_id: tool_span}},
+                   5_000
+
+    # Each span its own id, none of them the Elixir parent's.
+    assert call_span != tool_span and "00f067aa0ba902b7" not in [call_span, tool_span]
+  end
+
   test "emits spawned when ready and terminated when stopped; the Python process ends", %{id: id} do
     pid = start_worker(id)
 
