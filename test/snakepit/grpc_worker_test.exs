@@ -20,15 +20,15 @@ defmodule Snakepit.GRPCWorkerTest do
     start_supervised!({GRPCWorker, [id: id, pool_name: :worker_test] ++ opts})
   end
 
+  # A worker that also loads a tool module of test/support.
+  defp start_with_tools(id, module, env \\ []) do
+    path = Snakepit.Python.package_dir() <> ":" <> Path.expand("../support", __DIR__)
+    start_worker(id, args: ["--tool-module", module], env: [{"PYTHONPATH", path} | env])
+  end
+
   test "an output line over the limit is counted whole, never read as the lines it was cut into",
        %{id: id} do
-    support = Path.expand("../support", __DIR__)
-
-    pid =
-      start_worker(id,
-        args: ["--tool-module", "output_tools"],
-        env: [{"PYTHONPATH", Snakepit.Python.package_dir() <> ":" <> support}]
-      )
+    pid = start_with_tools(id, "output_tools")
 
     ref =
       :telemetry_test.attach_event_handlers(self(), [[:snakepit, :python, :tool, :result_size]])
@@ -91,16 +91,7 @@ defmodule Snakepit.GRPCWorkerTest do
 
   test "a trace started in Elixir goes on in Python: its trace id reaches :telemetry",
        %{id: id} do
-    support = Path.expand("../support", __DIR__)
-
-    pid =
-      start_worker(id,
-        args: ["--tool-module", "tracing_tools"],
-        env: [
-          {"PYTHONPATH", Snakepit.Python.package_dir() <> ":" <> support},
-          {"SNAKEPIT_OTEL_CONSOLE", "false"}
-        ]
-      )
+    pid = start_with_tools(id, "tracing_tools", [{"SNAKEPIT_OTEL_CONSOLE", "false"}])
 
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     tp = "00-#{trace_id}-00f067aa0ba902b7-01"
