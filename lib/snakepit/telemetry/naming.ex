@@ -110,9 +110,43 @@ defmodule Snakepit.Telemetry.Naming do
   @spec known_event?(term) :: boolean
   def known_event?(event), do: MapSet.member?(@event_set, event)
 
-  @doc "The catalog entry of `event` (measurements, metadata, layer), or `nil`."
-  @spec describe(event) :: Catalog.entry() | nil
-  def describe(event), do: Enum.find(@entries, &(&1.event == event))
+  # What every event of a layer carries besides its catalog metadata: the
+  # enrichment of worker events, the stream id of the gRPC status events.
+  @carried %{
+    python: [:node, :worker_id, :pool_name, :python_pid, :correlation_id, :timestamp_ns],
+    grpc_status: [:node, :worker_id, :stream_id]
+  }
+  @status_events for e <-
+                       [[:stream, :opened], [:stream, :closed]] ++
+                         for(s <- [:established, :lost, :reconnected], do: [:connection, s]),
+                     do: [:snakepit, :grpc | e]
+
+  @doc """
+  The catalog entry of `event` (measurements, metadata, layer), or `nil`.
+  `event` is the Elixir name or a worker's dotted Python name
+  (`"tool.result_size"`). `metadata` lists what arrives: the catalog's keys
+  plus what every event of its kind carries (`node`, `worker_id`,
+  `pool_name`, `python_pid`, `correlation_id`, `timestamp_ns` on worker
+  events; `stream_id` on the gRPC stream and connection events).
+  """
+  @spec describe(event | String.t()) :: Catalog.entry() | nil
+  def describe(name) when is_binary(name) do
+    case from_parts(name) do
+      {:ok, event} -> describe(event)
+      {:error, _} -> nil
+    end
+  end
+
+  def describe(event) do
+    case Enum.find(@entries, &(&1.event == event)) do
+      nil -> nil
+      entry -> Map.update!(entry, :metadata, &Enum.uniq(&1 ++ carried(entry)))
+    end
+  end
+
+  defp carried(%{layer: :python}), do: @carried.python
+  defp carried(%{event: e}) when e in @status_events, do: @carried.grpc_status
+  defp carried(_), do: []
 
   ## Event builders: raise on a name that is not in the catalog, so a typo in
   ## our own code fails loudly instead of emitting an event nobody handles.

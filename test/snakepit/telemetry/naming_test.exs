@@ -61,6 +61,17 @@ defmodule Snakepit.Telemetry.NamingTest do
                Naming.describe([:snakepit, :python, :memory, :sampled])
 
       assert Naming.describe([:nope]) == nil
+      assert Naming.describe("no.such.event") == nil
+    end
+
+    test "describe/1 takes a Python name and lists the keys that arrive" do
+      entry = Naming.describe("tool.result_size")
+      assert entry == Naming.describe([:snakepit, :python, :tool, :result_size])
+      assert [:timestamp_ns, :correlation_id, :python_pid] -- entry.metadata == []
+
+      lost = Naming.describe([:snakepit, :grpc, :connection, :lost])
+      assert :stream_id in lost.metadata and :error_message in lost.metadata
+      refute :stream_id in Naming.describe([:snakepit, :pool, :initialized]).metadata
     end
   end
 end
