@@ -37,22 +37,25 @@ MAX_TRACEBACK_BYTES = MAX_ERROR_MESSAGE_BYTES
 _log = logging.getLogger("snakepit.worker")
 
 
+def _call_value(request: pb.ExecuteToolRequest, context: Any, header: str, key: str) -> str | None:
+    """A caller-supplied value: the gRPC metadata ``header``, else the request
+    metadata ``key``."""
+    for name, value in context.invocation_metadata() or ():
+        if name == header and value:
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return request.metadata.get(key) or None
+
+
 def correlation_id(request: pb.ExecuteToolRequest, context: Any) -> str | None:
     """From the gRPC metadata ``x-snakepit-correlation-id``, else the request
     metadata ``correlation_id``."""
-    for key, value in context.invocation_metadata() or ():
-        if key == CORRELATION_HEADER and value:
-            return value if isinstance(value, str) else value.decode("utf-8", "replace")
-    return request.metadata.get("correlation_id") or None
+    return _call_value(request, context, CORRELATION_HEADER, "correlation_id")
 
 
 def traceparent(request: pb.ExecuteToolRequest, context: Any) -> str | None:
     """The caller's W3C trace context: gRPC metadata ``traceparent``, else the
     request metadata's."""
-    for key, value in context.invocation_metadata() or ():
-        if key == TRACEPARENT and value:
-            return value if isinstance(value, str) else value.decode("utf-8", "replace")
-    return request.metadata.get(TRACEPARENT) or None
+    return _call_value(request, context, TRACEPARENT, TRACEPARENT)
 
 
 class BridgeService(pb_grpc.BridgeServiceServicer):
