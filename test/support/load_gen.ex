@@ -5,8 +5,11 @@ defmodule Snakepit.Test.LoadGen do
 
   def binary, do: Path.expand("../../target/release/snakepit_loadgen", __DIR__)
 
-  @doc "Starts it with `args`; returns %{endpoint, port, os_pid}. Stopped at test exit."
-  def start!(args \\ []) do
+  @doc """
+  Starts it with `args`; returns %{endpoint, port, os_pid}. Stopped at test
+  exit. `port: p` listens on that port (to restart a peer where it was).
+  """
+  def start!(args \\ [], opts \\ []) do
     unless File.exists?(binary()) do
       {_, 0} =
         System.cmd("cargo", ["build", "--release", "-p", "snakepit_loadgen"],
@@ -15,7 +18,12 @@ defmodule Snakepit.Test.LoadGen do
     end
 
     # exec keeps the OS pid; its per-stream log on stderr is not needed here.
-    command = Enum.map_join([binary(), "--listen", "127.0.0.1:0" | args], " ", &shell_quote/1)
+    command =
+      Enum.map_join(
+        [binary(), "--listen", "127.0.0.1:#{Keyword.get(opts, :port, 0)}" | args],
+        " ",
+        &shell_quote/1
+      )
 
     started =
       Snakepit.OSProcess.spawn_owned(
@@ -34,6 +42,9 @@ defmodule Snakepit.Test.LoadGen do
         raise "loadgen did not start: #{inspect(reason)}"
     end
   end
+
+  @doc "Kills it at once (SIGKILL), as a crashed worker."
+  def kill(%{os_pid: os_pid}), do: Snakepit.OSProcess.signal(os_pid, "KILL")
 
   defp shell_quote(arg), do: "'" <> String.replace(arg, "'", "'\\''") <> "'"
 end

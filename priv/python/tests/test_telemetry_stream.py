@@ -477,7 +477,17 @@ def test_stock_rpc_yields_one_event_per_frame() -> None:
     run(main())
 
 
-def test_request_stream_end_closes_the_response_stream() -> None:
+async def first_event_name(call: Any) -> str:
+    """The first event's name on either RPC (a batch or a single event)."""
+    frame = await asyncio.wait_for(call.read(), 5)
+    assert frame is not grpc.aio.EOF, "stream ended before an event came"
+    return name(frame.events[0] if isinstance(frame, pb.TelemetryEventBatch) else frame)
+
+
+def test_half_closed_control_stream_keeps_streaming() -> None:
+    """As the reference's TelemetryStream: the client ending its control stream
+    (half-close) does not end the response stream; cancelling the call does."""
+
     async def main() -> None:
         async with serving() as h:
             for method in (h.stub.StreamTelemetryBatched, h.stub.StreamTelemetry):
@@ -485,14 +495,32 @@ def test_request_stream_end_closes_the_response_stream() -> None:
                 call = method(controls)
                 await call.initial_metadata()
                 controls.end()
-                assert await asyncio.wait_for(call.read(), 2) is grpc.aio.EOF
-                assert await call.code() == grpc.StatusCode.OK
+                await wait_until(lambda: h.stream.stats()["controls"] >= 1)
+                telemetry.emit("a.b", M, MD)
+                assert await first_event_name(call) == "a.b"
+                assert h.stream.stats()["attached"] == 1
+                call.cancel()
                 await wait_until(lambda: h.stream.stats()["attached"] == 0)
             # Events emitted meanwhile wait for the next stream.
             telemetry.emit("a.b", M, MD)
             call = h.stub.StreamTelemetryBatched(Controls())
             assert [name(e) for e in await read_events(call, 1)] == ["a.b"]
             call.cancel()
+
+    run(main())
+
+
+def test_a_client_that_sends_no_control_receives_events() -> None:
+    async def main() -> None:
+        async with serving() as h:
+            for method in (h.stub.StreamTelemetryBatched, h.stub.StreamTelemetry):
+                call = method(iter(()))
+                await call.initial_metadata()
+                await asyncio.sleep(0.05)  # the empty request stream has ended by now
+                telemetry.emit("c.d", M, MD)
+                assert await first_event_name(call) == "c.d"
+                call.cancel()
+                await wait_until(lambda: h.stream.stats()["attached"] == 0)
 
     run(main())
 

@@ -82,6 +82,71 @@ defmodule Snakepit.Telemetry.GrpcStreamFlowTest do
     eventually(fn -> :counters.get(counts, 1) > 0 end, tries: 250, interval: 20)
   end
 
+  @doc false
+  def count_kinds(event, _measurements, %{worker_id: id}, {counts, id}) do
+    slot =
+      case event do
+        [:snakepit, :python, :tool, :result_size] -> 1
+        [:snakepit, :python, :tool, :execution | _] -> 2
+        _ -> 3
+      end
+
+    :counters.add(counts, slot, 1)
+  end
+
+  def count_kinds(_event, _measurements, _metadata, _config), do: :ok
+
+  test "a reference-like stock peer that restarts gets every setting again", %{worker_id: id} do
+    args = ["--rate", "3000", "--stock-only", "--reference-sampling"]
+    lg = LoadGen.start!(args)
+
+    ref =
+      :telemetry_test.attach_event_handlers(self(), [
+        [:snakepit, :grpc, :connection, :reconnected]
+      ])
+
+    on_exit(fn -> :telemetry.detach(ref) end)
+
+    {:ok, _} =
+      GrpcStream.register_worker(lg.endpoint, %{worker_id: id},
+        backoff_initial_ms: 50,
+        backoff_max_ms: 200
+      )
+
+    :ok = GrpcStream.update_filter(id, deny: ["tool.execution.*"])
+    :ok = GrpcStream.update_sampling(id, 0.0, ["tool.result_size"])
+    wait_stats(id, &(&1.sampling_applied_by == :nif and &1.nif_sampled_out > 0))
+
+    # The peer dies and comes back empty (it starts disabled, no filter): only
+    # a replay of toggle, filter and sampling gives what was asked.
+    LoadGen.kill(lg)
+    LoadGen.start!(args, port: lg.port)
+
+    assert_receive {[:snakepit, :grpc, :connection, :reconnected], _, _, %{worker_id: ^id}},
+                   10_000
+
+    counts = :counters.new(3, [])
+    handler = "replay-#{id}"
+
+    :telemetry.attach_many(
+      handler,
+      Naming.python_events(),
+      &__MODULE__.count_kinds/4,
+      {counts, id}
+    )
+
+    on_exit(fn -> :telemetry.detach(handler) end)
+    eventually(fn -> :counters.get(counts, 3) > 300 end, tries: 500, interval: 20)
+    # Sampled out in the NIF (the stock peer ignores the pattern) and denied
+    # by the peer after the replayed filter.
+    assert {:counters.get(counts, 1), :counters.get(counts, 2)} == {0, 0}
+
+    {:ok, stats} = GrpcStream.stats(id)
+    assert stats.rpc == "StreamTelemetry" and stats.sampling_applied_by == :nif
+    assert stats.reconnects >= 1
+    assert stats.accounting.dropped.sampled_out == stats.nif_sampled_out
+  end
+
   test "invalid events are rejected and counted, the stream goes on", %{worker_id: id} do
     lg = LoadGen.start!(["--rate", "5000", "--invalid-ratio", "0.2"])
     {:ok, _} = GrpcStream.register_worker(lg.endpoint, %{worker_id: id})

@@ -53,10 +53,12 @@ gRPC server's event loop)
       and the new one receives everything still buffered. That is what a
       reconnecting client needs: the old server-side call may linger until
       HTTP/2 notices the broken connection, and it must not keep the events.
-    * When either side ends, both close: the request stream ending (the client
-      half-closed or went away) ends the response stream, and the response
-      stream ending (replacement, :meth:`close`, cancellation) stops the reader.
-      Events still buffered then stay for the next stream.
+    * A client that half-closes (ends its control stream, or never sends a
+      control) keeps receiving events, as with the reference worker. The
+      response stream ends when the call is cancelled (the client went away),
+      the request stream breaks, the stream is replaced, or :meth:`close`;
+      that also stops the reader. Events still buffered then stay for the next
+      stream.
     * :meth:`close` lets the attached stream send everything buffered, then ends
       it; later emits are counted as dropped and later streams are refused with
       ``UNAVAILABLE``.
@@ -590,7 +592,10 @@ class TelemetryStream:
         _resolve(session.done, None)
 
     async def _read_controls(self, request_iterator: Any, session: _Session) -> None:
-        reason = "request stream ended"
+        # A clean end of the request stream is a half-close: the client sends
+        # no more controls but still reads events (as the reference worker
+        # does). Only a broken request stream ends the session; a client that
+        # goes away cancels the RPC, which ends the response stream itself.
         try:
             async for control in request_iterator:
                 if session.ended:
@@ -602,8 +607,7 @@ class TelemetryStream:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the RPC broke
-            reason = f"request stream failed: {exc!r}"
-        session.end(reason)
+            session.end(f"request stream failed: {exc!r}")
 
 
 async def _send_headers(context: Any) -> None:
