@@ -20,6 +20,7 @@ defmodule Snakepit.GRPC.Client do
   @type channel :: reference
   @default_timeout Snakepit.Telemetry.Catalog.defaults().tool_timeout_ms
   @max_timeout 86_400_000
+  @max_correlation_id Snakepit.Telemetry.Catalog.limits().max_correlation_id_bytes
 
   @doc """
   Opens a (lazily connected) channel to `host:port`.
@@ -84,7 +85,10 @@ defmodule Snakepit.GRPC.Client do
 
   ## Options
 
-    * `:correlation_id` - at most 128 bytes; defaults to a new random id
+    * `:correlation_id` - at most 128 bytes (the catalog's
+      `max_correlation_id_bytes`; a longer one is refused with
+      `{:error, {:correlation_id_too_long, 128}}`, since the worker would drop
+      every event of the call); defaults to a new random id
     * `:timeout` - milliseconds (default #{@default_timeout}, at most one day)
     * `:session_id` - at most 256 bytes
     * `:metadata` - a map of strings (at most 64 entries of 4 KiB)
@@ -96,8 +100,8 @@ defmodule Snakepit.GRPC.Client do
 
   Returns `{:ok, result}` or `{:error, reason}` where reason is
   `{:tool_error, message}`, `{:grpc_error, code, message}`, `:timeout`,
-  `{:invalid_params, text}` (also for parameters over 4 MiB) or
-  `{:invalid_option, option}`. Arguments are checked before the call starts:
+  `{:invalid_params, text}` (also for parameters over 4 MiB),
+  `{:correlation_id_too_long, max}` or `{:invalid_option, option}`. Arguments are checked before the call starts:
   every `[:snakepit, :grpc, :call, :start]` event has its `:stop` or
   `:exception`.
   """
@@ -120,7 +124,7 @@ defmodule Snakepit.GRPC.Client do
 
   defp call_options(channel, tool, params, opts) do
     with {:ok, timeout} <- positive(opts, :timeout, @default_timeout, @max_timeout),
-         {:ok, correlation_id} <- text(opts, :correlation_id, &new_correlation_id/0, 128),
+         {:ok, correlation_id} <- correlation_id(opts),
          {:ok, session_id} <- text(opts, :session_id, fn -> "" end, 256),
          {:ok, metadata} <- metadata(Keyword.get(opts, :metadata, %{})),
          {:ok, worker_id} <- text(opts, :worker_id, fn -> nil end, 128),
@@ -179,6 +183,18 @@ defmodule Snakepit.GRPC.Client do
     case Keyword.fetch(opts, key) do
       :error -> {:ok, default.()}
       {:ok, v} -> if text?(v, max), do: {:ok, v}, else: {:error, {:invalid_option, {key, v}}}
+    end
+  end
+
+  # Longer ids make the worker drop every event of the call
+  # (correlation_id_too_long): refused here, before anything is sent.
+  defp correlation_id(opts) do
+    case Keyword.fetch(opts, :correlation_id) do
+      {:ok, id} when is_binary(id) and byte_size(id) > @max_correlation_id ->
+        {:error, {:correlation_id_too_long, @max_correlation_id}}
+
+      _ ->
+        text(opts, :correlation_id, &new_correlation_id/0, @max_correlation_id)
     end
   end
 

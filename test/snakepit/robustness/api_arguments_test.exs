@@ -166,7 +166,6 @@ defmodule Snakepit.Robustness.ApiArgumentsTest do
           [timeout: -1],
           [timeout: :infinity],
           [correlation_id: 5],
-          [correlation_id: String.duplicate("c", Catalog.limits().max_correlation_id_bytes + 1)],
           [metadata: %{a: 1}],
           [metadata: [1]],
           [session_id: self()],
@@ -177,6 +176,14 @@ defmodule Snakepit.Robustness.ApiArgumentsTest do
       assert {:error, {:invalid_option, _}} = GRPCWorker.execute(worker, "ping", %{}, opts),
              inspect(opts)
     end
+
+    # Over the catalog's limit the worker would drop every event of the call:
+    # refused before anything is sent, naming the limit.
+    max = Catalog.limits().max_correlation_id_bytes
+    long = String.duplicate("c", max + 1)
+
+    assert {:error, {:correlation_id_too_long, ^max}} =
+             GRPCWorker.execute(worker, "ping", %{}, correlation_id: long)
 
     tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     assert {:ok, _} = GRPCWorker.execute(worker, "ping", %{}, traceparent: tp)
