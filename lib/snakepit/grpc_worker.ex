@@ -39,6 +39,7 @@ defmodule Snakepit.GRPCWorker do
 
   alias Snakepit.{Args, Auth, OSProcess, Stray, TLS}
   alias Snakepit.GRPC.Client
+  alias Snakepit.GRPCWorker.StartupOutput
   alias Snakepit.Telemetry.{GrpcStream, Naming, StderrIngest}
 
   @ready "SNAKEPIT_READY "
@@ -55,7 +56,11 @@ defmodule Snakepit.GRPCWorker do
 
     * `:id` - worker id (required)
     * `:pool_name` - default `:default`
-    * `:python` - interpreter (default `Snakepit.Python.executable/0`)
+    * `:python` - interpreter (default `Snakepit.Python.executable/0`); a
+      path or a name looked up on `PATH`. One that cannot be found fails the
+      start with `{:error, {:python_not_found, python}}`
+    * `:python_path` - folders put on the worker's `PYTHONPATH`, before the
+      library's own (where your tool modules live), e.g. `["priv/python"]`
     * `:args` - extra arguments for `grpc_server.py` (e.g. `["--sample-interval-ms", "500"]`)
     * `:env` - extra environment `[{"NAME", "value"}]`
     * `:ready_timeout` - ms to wait for the ready line (default 15000)
@@ -87,6 +92,7 @@ defmodule Snakepit.GRPCWorker do
     :id,
     :pool_name,
     :python,
+    :python_path,
     :args,
     :env,
     :ready_timeout,
@@ -137,6 +143,9 @@ defmodule Snakepit.GRPCWorker do
 
       not Args.list_of?(Keyword.get(opts, :args, []), &is_binary/1) ->
         {:error, {:invalid_option, {:args, opts[:args]}}}
+
+      not Snakepit.Python.path_list?(Keyword.get(opts, :python_path, [])) ->
+        {:error, {:invalid_option, {:python_path, opts[:python_path]}}}
 
       not Args.list_of?(Keyword.get(opts, :env, []), &match?({_, v} when is_binary(v), &1)) ->
         {:error, {:invalid_option, {:env, opts[:env]}}}
@@ -303,20 +312,24 @@ defmodule Snakepit.GRPCWorker do
 
     # The token is the first line of its stdin; the rest of stdin only
     # signals our end.
+    env = Snakepit.Python.env(Keyword.get(opts, :env, []), Keyword.get(opts, :python_path, []))
+
     spawned =
-      OSProcess.start(exe, args,
-        env: Snakepit.Python.env(Keyword.get(opts, :env, [])),
-        max_line: @max_line,
-        stdin: [Auth.reveal(token), ?\n]
-      )
+      with {:ok, path} <- Snakepit.Python.find(exe) do
+        OSProcess.start(path, args,
+          env: env,
+          max_line: @max_line,
+          stdin: [Auth.reveal(token), ?\n]
+        )
+      end
 
     case spawned do
-      {:ok, proc} -> await_python(proc, id, pool, token, started, opts)
+      {:ok, proc} -> await_python(proc, exe, id, pool, token, started, opts)
       {:error, reason} -> spawn_failed(reason, id, pool, started)
     end
   end
 
-  defp await_python(proc, id, pool, token, started, opts) do
+  defp await_python(proc, exe, id, pool, token, started, opts) do
     os_pid = proc.os_pid
     ctx = %{worker_id: id, pool_name: pool, python_pid: os_pid}
 
@@ -341,19 +354,29 @@ defmodule Snakepit.GRPCWorker do
     }
 
     case await_ready(state, Keyword.get(opts, :ready_timeout, 15_000)) do
-      {:ok, python_port, proc} -> {:ok, connect(%{state | proc: proc}, python_port)}
-      {:error, reason} -> spawn_failed(reason, id, pool, started)
+      {:ok, python_port, proc} ->
+        {:ok, connect(%{state | proc: proc}, python_port)}
+
+      {:error, reason, output} ->
+        spawn_failed(reason, id, pool, started, failure_text(reason, id, exe, output))
     end
   end
 
-  # The worker never became ready: a clear error and log line, and the
-  # catalog's spawn_failed event.
-  defp spawn_failed(reason, id, pool, started) do
-    Logger.error(spawn_failure_text(reason), worker_id: id)
+  # The worker never became ready: one error entry that says what to do,
+  # and the catalog's spawn_failed event.
+  defp spawn_failed(reason, id, pool, started, text \\ nil) do
+    Logger.error(text || spawn_failure_text(reason), worker_id: id)
     duration = System.monotonic_time() - started
     spawn_event(:spawn_failed, %{duration: duration}, id, pool, %{reason: reason, retry_count: 0})
     {:stop, reason}
   end
+
+  defp spawn_failure_text({:python_not_found, exe}),
+    do:
+      "Python interpreter not found: #{inspect(exe)}. To fix: run `mix snakepit.setup` " <>
+        "(it creates the application's Python environment), or set config " <>
+        ":snakepit_telemetry, python_executable: \"/path/to/python\" or the worker's :python " <>
+        "option (see Snakepit.Python)"
 
   defp spawn_failure_text({:spawn_failed, exe, reason}),
     do:
@@ -361,12 +384,30 @@ defmodule Snakepit.GRPCWorker do
         "config :snakepit_telemetry, python_executable: \"/path/to/python\" or the worker's " <>
         ":python option (see Snakepit.Python)"
 
-  defp spawn_failure_text({:python_exited_before_ready, status}),
-    do:
-      "the Python worker exited with status #{status} before it was ready; its output is " <>
-        "logged above (a missing package such as grpcio? `make setup` installs them)"
-
   defp spawn_failure_text(other), do: "the Python worker did not start: #{inspect(other)}"
+
+  defp failure_text(reason, id, exe, output) do
+    what =
+      case reason do
+        {:python_exited_before_ready, status} ->
+          "exited with status #{status} before it was ready"
+
+        {:python_not_ready, why} ->
+          "did not become ready (#{why})"
+
+        other ->
+          "did not start (#{inspect(other)})"
+      end
+
+    Enum.join(
+      [
+        "the Python worker #{inspect(id)} (interpreter #{exe}) #{what}. Its last output:",
+        StartupOutput.quoted(output),
+        StartupOutput.advice(output)
+      ],
+      "\n"
+    )
+  end
 
   defp spawn_event(name, measurements, id, pool, extra) do
     :telemetry.execute(
@@ -376,22 +417,29 @@ defmodule Snakepit.GRPCWorker do
     )
   end
 
+  # Output lines before the ready line are held (StartupOutput): quoted in
+  # the error if the worker fails, logged as usual once it is ready.
   defp await_ready(s, timeout) do
-    case OSProcess.await_line(s.proc, @ready, timeout, &StderrIngest.push(s.ingest, &1)) do
-      {:ok, json, proc} ->
+    add = &StartupOutput.add(&2, &1, s.ingest)
+
+    case OSProcess.await_line(s.proc, @ready, timeout, StartupOutput.new(), add) do
+      {:ok, json, proc, output} ->
+        StartupOutput.release(output, s.ingest)
+
         case Regex.run(~r/"port":\s*(\d+)/, json) do
           [_, p] -> {:ok, String.to_integer(p), proc}
-          _ -> {:error, {:bad_ready_line, json}}
+          _ -> {:error, {:bad_ready_line, json}, output}
         end
 
-      {:exit, status, _proc} ->
-        # Its output (a traceback, say) is logged before init fails.
+      {:exit, status, _proc, output} ->
+        # Its telemetry lines are delivered before init fails.
         StderrIngest.drain(s.ingest, 2_000)
-        {:error, {:python_exited_before_ready, status}}
+        {:error, {:python_exited_before_ready, status}, output}
 
-      {:timeout, proc} ->
+      {:timeout, proc, output} ->
         OSProcess.signal(proc.os_pid, "KILL")
-        {:error, {:python_not_ready, "no #{String.trim(@ready)} line within #{timeout} ms"}}
+        why = "no #{String.trim(@ready)} line within #{timeout} ms"
+        {:error, {:python_not_ready, why}, output}
     end
   end
 

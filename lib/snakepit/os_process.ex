@@ -106,12 +106,32 @@ defmodule Snakepit.OSProcess do
   """
   @spec await_line(t, binary, timeout, (binary -> any)) ::
           {:ok, binary, t} | {:exit, integer, t} | {:timeout, t}
-  def await_line(%__MODULE__{port: port} = proc, prefix, timeout, on_line) do
-    deadline = System.monotonic_time(:millisecond) + timeout
-    await(proc, port, prefix, deadline, on_line)
+  def await_line(%__MODULE__{} = proc, prefix, timeout, on_line) do
+    each = fn line, nil ->
+      on_line.(line)
+      nil
+    end
+
+    case await_line(proc, prefix, timeout, nil, each) do
+      {:ok, rest, proc, _} -> {:ok, rest, proc}
+      {:exit, status, proc, _} -> {:exit, status, proc}
+      {:timeout, proc, _} -> {:timeout, proc}
+    end
   end
 
-  defp await(proc, port, prefix, deadline, on_line) do
+  @doc """
+  As `await_line/4`, folding the other lines into `acc` with `fun.(line,
+  acc)`; every result carries the final `acc`.
+  """
+  @spec await_line(t, binary, timeout, acc, (binary, acc -> acc)) ::
+          {:ok, binary, t, acc} | {:exit, integer, t, acc} | {:timeout, t, acc}
+        when acc: term
+  def await_line(%__MODULE__{port: port} = proc, prefix, timeout, acc, fun) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+    await(proc, port, prefix, deadline, acc, fun)
+  end
+
+  defp await(proc, port, prefix, deadline, acc, fun) do
     left = max(deadline - System.monotonic_time(:millisecond), 0)
 
     receive do
@@ -120,21 +140,20 @@ defmodule Snakepit.OSProcess do
           {:line, line, proc} ->
             case line do
               <<^prefix::binary-size(byte_size(prefix)), rest::binary>> ->
-                {:ok, rest, proc}
+                {:ok, rest, proc, acc}
 
               _ ->
-                on_line.(line)
-                await(proc, port, prefix, deadline, on_line)
+                await(proc, port, prefix, deadline, fun.(line, acc), fun)
             end
 
           {_, proc} ->
-            await(proc, port, prefix, deadline, on_line)
+            await(proc, port, prefix, deadline, acc, fun)
         end
 
       {^port, {:exit_status, status}} ->
-        {:exit, status, proc}
+        {:exit, status, proc, acc}
     after
-      left -> {:timeout, proc}
+      left -> {:timeout, proc, acc}
     end
   end
 
@@ -157,17 +176,17 @@ defmodule Snakepit.OSProcess do
     owner =
       spawn(fn ->
         # The last lines before the ready one, for the error if it never comes.
-        keep = fn line -> Process.put(:lines, Enum.take([line | Process.get(:lines, [])], 50)) end
+        keep = fn line, lines -> Enum.take([line | lines], 50) end
 
         case spawn_and_await(exe, args, opts, ready, timeout, keep) do
-          {:ok, rest, proc} ->
+          {:ok, rest, proc, _} ->
             send(caller, {:ready, self(), proc.os_pid, rest})
             drain(proc, on_line)
 
-          {:exit, status, _} ->
-            send(caller, {:exited, self(), status, Enum.reverse(Process.get(:lines, []))})
+          {:exit, status, _, lines} ->
+            send(caller, {:exited, self(), status, Enum.reverse(lines)})
 
-          {:timeout, proc} ->
+          {:timeout, proc, _} ->
             signal(proc.os_pid, "KILL")
             send(caller, {:timed_out, self()})
 
@@ -196,7 +215,7 @@ defmodule Snakepit.OSProcess do
   # not a crash of the owner.
   defp spawn_and_await(exe, args, opts, ready, timeout, keep) do
     case start(exe, args, opts) do
-      {:ok, proc} -> await_line(proc, ready, timeout, keep)
+      {:ok, proc} -> await_line(proc, ready, timeout, [], keep)
       {:error, {:spawn_failed, _exe, reason}} -> {:spawn_failed, reason}
     end
   end

@@ -15,7 +15,11 @@ defmodule Snakepit.Pool do
     * `:size` - number of workers (default 2)
     * `:python` - interpreter (default `Snakepit.Python.executable/0`)
     * `:adapter_module` - Python module whose tools the workers load
-      (`grpc_server.py --tool-module`), e.g. `"my_app.tools"`
+      (`grpc_server.py --tool-module`), e.g. `"my_app.tools"`; a module that
+      cannot be imported fails the worker's start with one error entry that
+      names it and the path searched
+    * `:python_path` - folders put on the workers' `PYTHONPATH` (where the
+      adapter module lives), e.g. `[Path.join(File.cwd!(), "priv/python")]`
     * `:worker_args`, `:env`, `:stream`, `:ready_timeout`, `:demo_tools`,
       `:max_delay_ms` - passed
       to each worker (see `Snakepit.GRPCWorker.start_link/1`)
@@ -34,6 +38,7 @@ defmodule Snakepit.Pool do
     :name,
     :size,
     :python,
+    :python_path,
     :adapter_module,
     :worker_args,
     :env,
@@ -195,6 +200,7 @@ defmodule Snakepit.Pool do
           ] ++
             Keyword.take(opts, [
               :python,
+              :python_path,
               :env,
               :stream,
               :ready_timeout,

@@ -99,16 +99,27 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+_HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(_HERE))
 
-from snakepit_bridge.server.app import (  # noqa: E402
-    DEFAULT_SWITCH_INTERVAL,
-    READY_PREFIX,
-    main,
-    parse_args,
-    serve,
-    start_server,
-)
+try:
+    from snakepit_bridge.server.app import (  # noqa: E402
+        DEFAULT_SWITCH_INTERVAL,
+        READY_PREFIX,
+        main,
+        parse_args,
+        serve,
+        start_server,
+    )
+except ModuleNotFoundError as _missing:
+    if __name__ != "__main__":
+        raise
+    # A dependency (grpcio, protobuf, psutil) is not installed: one line
+    # that says what and how to fix it, instead of a traceback.
+    from snakepit_bridge.server.logs import missing_module_line  # noqa: E402
+
+    print(missing_module_line(_missing, str(_HERE / "requirements.txt")), file=sys.stderr)
+    sys.exit(1)
 from snakepit_bridge.server.codec import (  # noqa: E402
     JSON_TYPE_URL,
     ParameterError,

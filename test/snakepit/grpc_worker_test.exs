@@ -22,8 +22,8 @@ defmodule Snakepit.GRPCWorkerTest do
 
   # A worker that also loads a tool module of test/support.
   defp start_with_tools(id, module, env \\ []) do
-    path = Snakepit.Python.package_dir() <> ":" <> Path.expand("../support", __DIR__)
-    start_worker(id, args: ["--tool-module", module], env: [{"PYTHONPATH", path} | env])
+    support = Path.expand("../support", __DIR__)
+    start_worker(id, args: ["--tool-module", module], python_path: [support], env: env)
   end
 
   test "an output line over the limit is counted whole, never read as the lines it was cut into",
@@ -51,7 +51,7 @@ defmodule Snakepit.GRPCWorkerTest do
              (before.malformed_by_reason[:line_too_long] || 0) + 1
   end
 
-  test "a mistyped interpreter: a clear error, an error log saying what to set, spawn_failed",
+  test "a mistyped interpreter: {:python_not_found, path}, an error saying what to do, spawn_failed",
        %{id: id} do
     events = [Naming.worker_event(:spawn_started), Naming.worker_event(:spawn_failed)]
     ref = :telemetry_test.attach_event_handlers(self(), events)
@@ -60,20 +60,30 @@ defmodule Snakepit.GRPCWorkerTest do
 
     log =
       ExUnit.CaptureLog.capture_log(fn ->
-        assert {:error, {:spawn_failed, "/no/such/python", :enoent}} =
+        assert {:error, {:python_not_found, "/no/such/python"}} =
                  GRPCWorker.start_link(id: id, pool_name: :worker_test, python: "/no/such/python")
+
+        assert {:error, {:python_not_found, "no-such-python-xyz"}} =
+                 GRPCWorker.start_link(
+                   id: id,
+                   pool_name: :worker_test,
+                   python: "no-such-python-xyz"
+                 )
       end)
 
-    assert log =~ "cannot start the Python interpreter" and log =~ "python_executable"
+    assert log =~ "Python interpreter not found: \"/no/such/python\""
+    assert log =~ "python_executable" and log =~ "mix snakepit.setup"
 
     assert_receive {[:snakepit, :pool, :worker, :spawn_started], _, %{system_time: _},
                     %{worker_id: ^id}}
 
     assert_receive {[:snakepit, :pool, :worker, :spawn_failed], _, %{duration: _},
-                    %{worker_id: ^id, reason: {:spawn_failed, _, :enoent}}}
+                    %{worker_id: ^id, reason: {:python_not_found, _}, retry_count: 0}}
   end
 
-  test "a worker that exits before it is ready: the exit status, its output logged, spawn_failed",
+  defp error_entries(log), do: length(String.split(log, "[error]")) - 1
+
+  test "a worker that exits before it is ready: one error entry with its output, spawn_failed",
        %{id: id} do
     ref = :telemetry_test.attach_event_handlers(self(), [Naming.worker_event(:spawn_failed)])
     on_exit(fn -> :telemetry.detach(ref) end)
@@ -85,8 +95,66 @@ defmodule Snakepit.GRPCWorkerTest do
                  GRPCWorker.start_link(id: id, pool_name: :worker_test, args: ["--no-such-flag"])
       end)
 
-    assert log =~ "before it was ready" and log =~ "no-such-flag"
+    assert error_entries(log) == 1, log
+    assert log =~ "exited with status 2 before it was ready"
+    assert log =~ Snakepit.Python.executable()
+    assert log =~ "unrecognized arguments: --no-such-flag"
+    assert log =~ "mix snakepit.doctor"
     assert_receive {[:snakepit, :pool, :worker, :spawn_failed], _, _, %{worker_id: ^id}}
+  end
+
+  @tag :tmp_dir
+  test "grpcio missing: one error entry naming the module and the fix", %{id: id, tmp_dir: dir} do
+    # An interpreter without site-packages: the worker's dependencies are missing.
+    python = Path.join(dir, "python-without-site")
+    File.write!(python, "#!/bin/sh\nexec #{Snakepit.Python.executable()} -S \"$@\"\n")
+    File.chmod!(python, 0o755)
+    Process.flag(:trap_exit, true)
+
+    log =
+      ExUnit.CaptureLog.capture_log(fn ->
+        assert {:error, {:python_exited_before_ready, 1}} =
+                 GRPCWorker.start_link(id: id, pool_name: :worker_test, python: python)
+      end)
+
+    assert error_entries(log) == 1, log
+    assert log =~ "No module named 'grpc'" and log =~ "grpcio"
+    assert log =~ "mix snakepit.setup" and log =~ python
+  end
+
+  test "a tool module that cannot be imported: one error entry naming it and the path searched",
+       %{id: id} do
+    Process.flag(:trap_exit, true)
+    support = Path.expand("../support", __DIR__)
+
+    log =
+      ExUnit.CaptureLog.capture_log(fn ->
+        assert {:error, {:python_exited_before_ready, 1}} =
+                 GRPCWorker.start_link(
+                   id: id,
+                   pool_name: :worker_test,
+                   args: ["--tool-module", "my_app.no_such_tools"],
+                   python_path: [support]
+                 )
+      end)
+
+    assert error_entries(log) == 1, log
+    assert log =~ "cannot import tool module 'my_app.no_such_tools'"
+    assert log =~ support
+    assert log =~ ":python_path"
+  end
+
+  test "python_path puts folders on the worker's PYTHONPATH, before the library's",
+       %{id: id} do
+    support = Path.expand("../support", __DIR__)
+    pid = start_worker(id, args: ["--tool-module", "output_tools"], python_path: [support])
+    assert {:ok, _} = GRPCWorker.execute(pid, "write_output", %{text: "hello"})
+    Process.flag(:trap_exit, true)
+
+    for bad <- ["not-a-list", [:atom], ["ok", 1], ["a\0b"]] do
+      assert {:error, {:invalid_option, {:python_path, ^bad}}} =
+               GRPCWorker.start_link(id: id <> "b", python_path: bad)
+    end
   end
 
   test "a trace started in Elixir goes on in Python: its trace id reaches :telemetry",

@@ -84,7 +84,11 @@ defmodule Snakepit.Telemetry.PythonCapture do
   end
 
   def handle_item({:log, line}, context) when is_binary(line) do
-    Logger.log(log_level(line), printable(line), worker_id: context[:worker_id], python: true)
+    Logger.log(log_level(line), printable(unfold(line)),
+      worker_id: context[:worker_id],
+      python: true
+    )
+
     bump(:log_lines)
     :log
   end
@@ -140,6 +144,10 @@ defmodule Snakepit.Telemetry.PythonCapture do
       do: :error,
       else: :info
   end
+
+  # One Python log record is one line, its line ends written as U+2028
+  # (snakepit_bridge.server.logs): one Logger entry with its newlines back.
+  defp unfold(line), do: String.replace(line, "\u2028", "\n")
 
   # Logger formatters expect UTF-8; a worker may write anything, and as
   # much as it likes: a logged line is cut at one stderr line's limit.

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from snakepit_bridge import telemetry
-from snakepit_bridge.server import auth, lifecycle
+from snakepit_bridge.server import auth, lifecycle, logs
 from snakepit_bridge.server.service import BridgeService, add_bridge_service
 from snakepit_bridge.telemetry import manager
 from snakepit_bridge.telemetry.backends.grpc import GrpcBackend
@@ -117,7 +117,24 @@ def _import_tools(args: argparse.Namespace) -> None:
     if args.demo_tools:
         extra.append("snakepit_bridge.demo_tools")
     for module in [*extra, *args.tool_module]:
-        importlib.import_module(module.strip())
+        try:
+            importlib.import_module(module.strip())
+        except Exception as exc:
+            raise ToolImportError(module.strip()) from exc
+
+
+class ToolImportError(Exception):
+    """A tool module (``--tool-module``, an adapter) failed to import."""
+
+    def __init__(self, module: str) -> None:
+        super().__init__(module)
+        self.module = module
+
+
+def _not_found(error: BaseException | None, module: str) -> bool:
+    return isinstance(error, ModuleNotFoundError) and (
+        error.name is not None and module.startswith(error.name)
+    )
 
 
 def _install_backend(stream: TelemetryStream) -> str:
@@ -136,8 +153,17 @@ async def serve(args: argparse.Namespace, token: str | None, tls: TlsFiles | Non
     initial_ppid = os.getppid()
     try:
         _import_tools(args)
-    except Exception as exc:
-        _log.error("cannot import tool module: %r", exc)
+    except ToolImportError as exc:
+        cause = exc.__cause__
+        _log.error(
+            "cannot import tool module %r: %s: %s; searched sys.path %s",
+            exc.module,
+            type(cause).__name__,
+            cause,
+            sys.path,
+            # Where it failed, unless the module simply is not on the path.
+            exc_info=None if _not_found(cause, exc.module) else cause,
+        )
         return 1
     if args.switch_interval > 0:
         sys.setswitchinterval(args.switch_interval)
@@ -322,11 +348,7 @@ def read_token(args: argparse.Namespace) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=os.environ.get("SNAKEPIT_LOG_LEVEL", "INFO").upper(),
-        format=f"snakepit-worker[{os.getpid()}] %(levelname)s %(message)s",
-    )
+    logs.configure(os.environ.get("SNAKEPIT_LOG_LEVEL", "INFO"))
     try:
         token = read_token(args)
     except auth.TokenError as exc:
