@@ -61,6 +61,17 @@ defmodule Snakepit.Telemetry.PythonCaptureTest do
       refute log =~ "listening" or log =~ "plain print output"
     end
 
+    test "a worker's record of several lines (a traceback) is one entry with its newlines" do
+      line =
+        "snakepit-worker[7] ERROR tool failed\u2028Traceback (most recent call last):" <>
+          "\u2028  File \"t.py\", line 3\u2028ValueError: bad"
+
+      log = capture_log([level: :warning], fn -> PythonCapture.handle_line(line, @ctx) end)
+      assert length(String.split(log, "[error]")) == 2
+      assert log =~ "tool failed\nTraceback (most recent call last):\n  File"
+      refute log =~ "\u2028"
+    end
+
     test "malformed lines are counted by reason and never raise" do
       before = PythonCapture.stats()
 
