@@ -3,18 +3,74 @@ defmodule Snakepit.Python do
   Where the Python side lives: the interpreter to run workers with and the
   folder of the `snakepit_bridge` package.
 
-  ## Configuration
+  ## The interpreter
 
-      config :snakepit_telemetry, python_executable: "/opt/venv/bin/python"
+  The first of these that applies (logged once at start, at info):
 
-  Default: the project-local virtualenv `.venv/bin/python` (created by
-  `make setup`) when it exists, else `python3` from `PATH`.
+    1. `config :snakepit_telemetry, python_executable: "/opt/venv/bin/python"`
+       (a path, or a name looked up on `PATH`);
+    2. the application's environment, created by `mix snakepit.setup`:
+       `bin/python` in `config :snakepit_telemetry, python_env: "path"`,
+       by default `.venv` in the current folder (the application's, under
+       `mix`);
+    3. the library's own `.venv` (created by `make setup` when developing
+       this library);
+    4. `python3` on `PATH`.
+
+  A worker's `:python` option overrides all of them. `mix snakepit.doctor`
+  checks the interpreter chosen.
   """
+
+  require Logger
+
+  @typedoc "Where the interpreter came from."
+  @type source :: :config | :app_env | :library_env | :path
 
   @doc "The Python interpreter to start workers with."
   @spec executable() :: String.t()
-  def executable do
-    Application.get_env(:snakepit_telemetry, :python_executable) || default_executable()
+  def executable, do: elem(resolve(), 0)
+
+  @doc "The interpreter and where it came from (see the module documentation)."
+  @spec resolve() :: {String.t(), source}
+  def resolve do
+    app = Path.join(env_dir(), "bin/python")
+    library = Path.join(project_root(), ".venv/bin/python")
+
+    cond do
+      exe = Application.get_env(:snakepit_telemetry, :python_executable) -> {exe, :config}
+      File.exists?(app) -> {app, if(app == library, do: :library_env, else: :app_env)}
+      File.exists?(library) -> {library, :library_env}
+      exe = System.find_executable("python3") -> {exe, :path}
+      true -> {"python3", :path}
+    end
+  end
+
+  @doc """
+  The folder of the application's environment (`mix snakepit.setup` creates
+  it): `config :snakepit_telemetry, :python_env`, else `.venv`, relative to
+  the current folder.
+  """
+  @spec env_dir() :: Path.t()
+  def env_dir, do: Path.expand(Application.get_env(:snakepit_telemetry, :python_env, ".venv"))
+
+  @doc "The library's `requirements.txt` (what a worker needs installed)."
+  @spec requirements_file() :: Path.t()
+  def requirements_file, do: Path.join(package_dir(), "requirements.txt")
+
+  @doc false
+  # Once, at application start.
+  def log_choice do
+    {exe, source} = resolve()
+
+    from =
+      case source do
+        :config -> "config :snakepit_telemetry, :python_executable"
+        :app_env -> "the application's environment, made by mix snakepit.setup"
+        :library_env -> "the library's own .venv"
+        :path -> "python3 on PATH; run `mix snakepit.setup` to give the application its own"
+      end
+
+    Logger.info("Snakepit workers run Python #{exe} (from #{from})")
   end
 
   @doc "The folder to put on `PYTHONPATH` (holds `snakepit_bridge`)."
@@ -56,16 +112,6 @@ defmodule Snakepit.Python do
         else: System.find_executable(python)
 
     if found, do: {:ok, found}, else: {:error, {:python_not_found, python}}
-  end
-
-  defp default_executable do
-    venv = Path.join(project_root(), ".venv/bin/python")
-
-    cond do
-      File.exists?(venv) -> venv
-      exe = System.find_executable("python3") -> exe
-      true -> "python3"
-    end
   end
 
   defp priv_dir do

@@ -5,6 +5,7 @@ defmodule Snakepit.Telemetry.Application do
   @impl true
   def start(_type, _args) do
     Snakepit.Telemetry.PythonCapture.init_counters()
+    Snakepit.Python.log_choice()
 
     pools =
       for {name, opts} <- Application.get_env(:snakepit_telemetry, :pools, []),
