@@ -22,9 +22,21 @@ defmodule Snakepit.Telemetry.Catalog do
               layer: String.to_atom(e["layer"]),
               python_name: e["python_name"],
               measurements: to_atoms.(e["measurements"]),
-              metadata: to_atoms.(e["metadata"])
+              metadata: to_atoms.(e["metadata"]),
+              emitted: Map.has_key?(e, "sent"),
+              sent:
+                e["sent"] &&
+                  %{
+                    measurements: to_atoms.(e["sent"]["measurements"]),
+                    metadata: to_atoms.(e["sent"]["metadata"])
+                  },
+              reserved: e["reserved"]
             }
           end)
+  @units for {k, v} <- @doc_data["measurement_units"],
+             not String.starts_with?(k, "_"),
+             into: %{},
+             do: {String.to_atom(k), String.to_atom(v)}
   @limits Map.new(@doc_data["limits"], fn {k, v} -> {String.to_atom(k), v} end)
   @defaults for {k, v} <- @doc_data["defaults"],
                 not String.starts_with?(k, "_"),
@@ -41,7 +53,10 @@ defmodule Snakepit.Telemetry.Catalog do
           layer: :infrastructure | :python | :grpc,
           python_name: String.t() | nil,
           measurements: [atom],
-          metadata: [atom]
+          metadata: [atom],
+          emitted: boolean,
+          sent: %{measurements: [atom], metadata: [atom]} | nil,
+          reserved: String.t() | nil
         }
 
   @doc "Path of the catalog file."
@@ -51,6 +66,14 @@ defmodule Snakepit.Telemetry.Catalog do
   @doc "The catalog's format version."
   @spec version() :: pos_integer
   def version, do: unquote(@doc_data["version"])
+
+  @doc """
+  The unit of a measurement key (`:native` time units, `:byte`,
+  `:millisecond`, `:count`, `:percent`, `:os_pid`), or `nil` for a key
+  outside the catalog.
+  """
+  @spec unit(atom) :: atom | nil
+  def unit(key), do: Map.get(@units, key)
 
   @doc "Every catalog entry, in file order."
   @spec entries() :: [entry]

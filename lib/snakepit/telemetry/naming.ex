@@ -140,7 +140,16 @@ defmodule Snakepit.Telemetry.Naming do
   def describe(event) do
     case Enum.find(@entries, &(&1.event == event)) do
       nil -> nil
-      entry -> Map.update!(entry, :metadata, &Enum.uniq(&1 ++ carried(entry)))
+      entry -> with_carried(entry, carried(entry))
+    end
+  end
+
+  defp with_carried(entry, carried) do
+    entry = Map.update!(entry, :metadata, &Enum.uniq(&1 ++ carried))
+
+    case entry.sent do
+      nil -> entry
+      sent -> %{entry | sent: %{sent | metadata: Enum.uniq(sent.metadata ++ carried)}}
     end
   end
 
