@@ -1,6 +1,18 @@
 # The Mix compiler that builds the Rust NIF lives outside lib/ so it exists
-# before the project compiles (no Hex, no :rustler package needed).
-Code.require_file("mix/tasks/compile.snakepit_nif.ex", __DIR__)
+# before the project compiles (no Hex, no :rustler package needed). It is
+# compiled to a .beam (rebuilt when its source changes) rather than loaded
+# from source, so `mix help compile.snakepit_nif` finds its documentation.
+unless Code.ensure_loaded?(Mix.Tasks.Compile.SnakepitNif) do
+  source = Path.expand("mix/tasks/compile.snakepit_nif.ex", __DIR__)
+  out = Path.expand("_build/mix_tasks", __DIR__)
+
+  if Mix.Utils.stale?([source], [Path.join(out, "Elixir.Mix.Tasks.Compile.SnakepitNif.beam")]) do
+    File.mkdir_p!(out)
+    {:ok, _, _} = Kernel.ParallelCompiler.compile_to_path([source], out)
+  end
+
+  Code.prepend_path(out)
+end
 
 defmodule SnakepitTelemetry.MixProject do
   use Mix.Project
