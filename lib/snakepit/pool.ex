@@ -25,6 +25,10 @@ defmodule Snakepit.Pool do
       to each worker (see `Snakepit.GRPCWorker.start_link/1`)
     * `:status_interval` - ms between `[:snakepit, :pool, :status]` events
       (default 5000; `nil` disables)
+    * `:telemetry` - the workers' initial telemetry settings:
+      `[enabled: false, sampling: 0.1 | {0.1, ["python.*"]}, filter: [deny: ["python.gc.*"]]]`.
+      Controls made later for the pool (`GrpcStream.toggle({:pool, name}, ...)`)
+      or for one worker override them (see `Snakepit.Telemetry.Settings`)
 
   Events: `[:snakepit, :pool, :initialized]` once all workers are up,
   `[:snakepit, :pool, :status]` at start and every `:status_interval`.
@@ -32,7 +36,7 @@ defmodule Snakepit.Pool do
 
   use Supervisor
 
-  alias Snakepit.Telemetry.Naming
+  alias Snakepit.Telemetry.{Control, Naming, Settings}
 
   @options [
     :name,
@@ -47,7 +51,8 @@ defmodule Snakepit.Pool do
     :shutdown_grace,
     :status_interval,
     :demo_tools,
-    :max_delay_ms
+    :max_delay_ms,
+    :telemetry
   ]
   @max_size 256
 
@@ -85,9 +90,33 @@ defmodule Snakepit.Pool do
         {:error, {:invalid_adapter_module, opts[:adapter_module]}}
 
       true ->
-        {:ok, Keyword.put(opts, :name, name)}
+        with {:ok, controls} <- initial_telemetry(Keyword.get(opts, :telemetry, [])) do
+          {:ok, opts |> Keyword.put(:name, name) |> Keyword.put(:telemetry, controls)}
+        end
     end
   end
+
+  # The :telemetry option as controls (Snakepit.Telemetry.Control).
+  defp initial_telemetry(opts) when is_list(opts) do
+    if Keyword.keyword?(opts) do
+      Enum.reduce_while(opts, {:ok, []}, fn {key, value}, {:ok, acc} ->
+        case initial_control(key, value) do
+          {:ok, control} -> {:cont, {:ok, [control | acc]}}
+          {:error, reason} -> {:halt, {:error, {:invalid_telemetry, {key, reason}}}}
+        end
+      end)
+    else
+      {:error, {:invalid_telemetry, opts}}
+    end
+  end
+
+  defp initial_telemetry(other), do: {:error, {:invalid_telemetry, other}}
+
+  defp initial_control(:enabled, on), do: Control.toggle(on)
+  defp initial_control(:sampling, {rate, patterns}), do: Control.sampling(rate, patterns)
+  defp initial_control(:sampling, rate), do: Control.sampling(rate)
+  defp initial_control(:filter, opts), do: Control.filter(opts)
+  defp initial_control(key, _), do: {:error, {:unknown_option, key}}
 
   @doc false
   def child_spec(opts) do
@@ -180,6 +209,8 @@ defmodule Snakepit.Pool do
     name = Keyword.fetch!(opts, :name)
     size = Keyword.get(opts, :size, 2)
     started = System.monotonic_time()
+    # Before the workers start: their first streams carry these settings.
+    :ok = Settings.replace({:pool_initial, name}, Keyword.get(opts, :telemetry, []))
 
     :telemetry.execute(Naming.pool_event(:init_started), %{system_time: System.system_time()}, %{
       node: node(),

@@ -13,6 +13,8 @@ defmodule Snakepit.Telemetry.Application do
 
     children = [
       {Registry, keys: :unique, name: Snakepit.Registry},
+      # Before GrpcStream, which it outlives: settings survive its restarts.
+      Snakepit.Telemetry.Settings,
       Snakepit.Telemetry.GrpcStream | pools
     ]
 

@@ -11,8 +11,11 @@ defmodule Snakepit.Telemetry.Control do
   `"python.[cg]*"`, `"python.[!cg]*"`; the table of
   `priv/catalog/value_rules.json`): 1 to `max_pattern_bytes` (128) bytes of
   letters, digits and `_ . - * ? [ ] !`, at most `max_patterns` (64) per list
-  (both catalog limits).
+  (both catalog limits). Patterns may also be written with Elixir event
+  names, `snakepit.python.tool.*` beside `tool.*` (see `patterns/1`).
   """
+
+  alias Snakepit.Telemetry.Glob
 
   @max_patterns Snakepit.Telemetry.Catalog.limits().max_patterns
   @max_pattern_bytes Snakepit.Telemetry.Catalog.limits().max_pattern_bytes
@@ -28,6 +31,7 @@ defmodule Snakepit.Telemetry.Control do
           | {:invalid_rate, term}
           | {:invalid_pattern, term}
           | {:invalid_patterns, term}
+          | {:no_matching_event, String.t()}
           | {:invalid_option, term}
 
   @doc """
@@ -91,17 +95,51 @@ defmodule Snakepit.Telemetry.Control do
     end
   end
 
-  @doc "Validates a list of glob patterns."
+  @doc """
+  Validates a list of glob patterns. A pattern written with Elixir event
+  names (starting `snakepit.`) becomes the Python names of the catalog
+  events it matches, which is what a worker filters on:
+
+      iex> Snakepit.Telemetry.Control.patterns(["snakepit.python.tool.execution.*"])
+      {:ok, ["tool.execution.start", "tool.execution.stop", "tool.execution.exception"]}
+      iex> Snakepit.Telemetry.Control.patterns(["snakepit.python.nothing.*"])
+      {:error, {:no_matching_event, "snakepit.python.nothing.*"}}
+  """
   @spec patterns(term) :: {:ok, [pattern]} | {:error, reason}
   def patterns(list) when is_list(list) and length(list) <= @max_patterns do
     # Enum.find/2 would return the bad element itself: nil looked like "none".
     case Enum.reject(list, &valid_pattern?/1) do
-      [] -> {:ok, list}
+      [] -> expand(list)
       [bad | _] -> {:error, {:invalid_pattern, bad}}
     end
   end
 
   def patterns(other), do: {:error, {:invalid_patterns, other}}
+
+  # Python name of every worker event, by its dotted Elixir name (catalog order).
+  @python_names for %{python_name: py, event: event} <- Snakepit.Telemetry.Catalog.entries(),
+                    py,
+                    do: {Enum.map_join(event, ".", &Atom.to_string/1), py}
+
+  defp expand(list) do
+    expanded =
+      Enum.reduce_while(list, [], fn
+        "snakepit." <> _ = p, acc ->
+          case for {elixir, py} <- @python_names, Glob.match?(p, elixir), do: py do
+            [] -> {:halt, {:error, {:no_matching_event, p}}}
+            names -> {:cont, Enum.reverse(names, acc)}
+          end
+
+        p, acc ->
+          {:cont, [p | acc]}
+      end)
+
+    case expanded do
+      {:error, _} = error -> error
+      names when length(names) > @max_patterns -> {:error, {:invalid_patterns, list}}
+      names -> {:ok, names |> Enum.reverse() |> Enum.uniq()}
+    end
+  end
 
   defp valid_pattern?(p) when is_binary(p) and byte_size(p) <= @max_pattern_bytes,
     do: Regex.match?(@pattern, p)

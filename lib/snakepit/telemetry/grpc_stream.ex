@@ -33,7 +33,7 @@ defmodule Snakepit.Telemetry.GrpcStream do
   require Logger
 
   alias Snakepit.Stray
-  alias Snakepit.Telemetry.{Control, Native}
+  alias Snakepit.Telemetry.{Control, Native, Settings}
   alias Snakepit.Telemetry.GrpcStream.Registration
 
   @table __MODULE__.Registry
@@ -48,6 +48,8 @@ defmodule Snakepit.Telemetry.GrpcStream do
 
   @typedoc "A registered worker's id."
   @type worker_id :: String.t()
+  @typedoc "A worker id, or `{:pool, name}` for every current and future worker of a pool."
+  @type target :: worker_id | {:pool, atom | String.t()}
   @type error :: {:error, term}
 
   ## Public API
@@ -134,20 +136,29 @@ defmodule Snakepit.Telemetry.GrpcStream do
   def unregister_worker(other), do: {:error, {:invalid_worker_id, other}}
 
   @doc """
-  Sets the worker's sampling rate (0.0 to 1.0); with `patterns`, only events
-  whose Python name matches one of the globs are sampled, others pass.
+  Sets the sampling rate (0.0 to 1.0) of a worker, or of every current and
+  future worker of a pool (`{:pool, name}`); with `patterns`, only events
+  whose name matches one of the globs are sampled, others pass. Patterns are
+  Python names (`"python.call.*"`) or Elixir ones (`"snakepit.python.call.*"`).
 
       GrpcStream.update_sampling("w1", 0.1, ["python.call.*"])
+      GrpcStream.update_sampling({:pool, :default}, 0.5)
+
+  Settings last (`Snakepit.Telemetry.Settings`): a worker restarted under
+  the same id, a re-registration and a restarted `GrpcStream` get them
+  again. A worker's own setting of a kind overrides its pool's;
+  `settings/1` says what is in force and where it came from,
+  `clear_settings/1` removes a worker's or pool's own.
   """
-  @spec update_sampling(worker_id, number, [String.t()]) :: :ok | error
-  def update_sampling(worker_id, rate, patterns \\ []) do
-    with {:ok, control} <- Control.sampling(rate, patterns), do: control(worker_id, control)
+  @spec update_sampling(target, number, [String.t()]) :: :ok | error
+  def update_sampling(target, rate, patterns \\ []) do
+    with {:ok, control} <- Control.sampling(rate, patterns), do: control(target, control)
   end
 
-  @doc "Turns the worker's telemetry on or off."
-  @spec toggle(worker_id, boolean) :: :ok | error
-  def toggle(worker_id, enabled) do
-    with {:ok, control} <- Control.toggle(enabled), do: control(worker_id, control)
+  @doc "Turns the telemetry of a worker, or of a pool (`{:pool, name}`), on or off."
+  @spec toggle(target, boolean) :: :ok | error
+  def toggle(target, enabled) do
+    with {:ok, control} <- Control.toggle(enabled), do: control(target, control)
   end
 
   @doc """
@@ -158,9 +169,56 @@ defmodule Snakepit.Telemetry.GrpcStream do
     * `:allow` - globs; empty (default) allows everything
     * `:deny` - globs (default `[]`)
   """
-  @spec update_filter(worker_id, keyword) :: :ok | error
-  def update_filter(worker_id, opts) do
-    with {:ok, control} <- Control.filter(opts), do: control(worker_id, control)
+  @spec update_filter(target, keyword) :: :ok | error
+  def update_filter(target, opts) do
+    with {:ok, control} <- Control.filter(opts), do: control(target, control)
+  end
+
+  @doc """
+  The settings in force for a registered worker, and where each came from
+  (`:worker`, `:pool`, `:pool_initial` or `:default`):
+
+      {:ok, %{enabled: %{value: true, from: :default},
+              sampling: %{rate: 0.5, patterns: [], from: :pool},
+              filter: %{allow: [], deny: ["python.gc.*"], from: :worker}}}
+
+  For `{:pool, name}`: the settings a new worker of that pool would get.
+  `{:error, :unknown_worker}` for a worker id that is not registered.
+  """
+  @spec settings(target) :: {:ok, map} | error
+  def settings({:pool, pool} = target) do
+    with :ok <- pool_name(target), do: {:ok, Settings.describe(Settings.in_force(nil, pool))}
+  end
+
+  def settings(worker_id) do
+    with {:ok, entry} <- lookup(worker_id) do
+      {:ok, Settings.describe(Settings.in_force(worker_id, entry.ctx[:pool_name]))}
+    end
+  end
+
+  @doc """
+  Removes the settings made for a worker (or for `{:pool, name}`): the next
+  layer applies again (its pool's, the pool's initial settings, the default),
+  and is sent to the affected registered workers at once.
+  """
+  @spec clear_settings(target) :: :ok | error
+  def clear_settings({:pool, pool} = target) do
+    with :ok <- pool_name(target) do
+      :ok = Settings.replace(target, [])
+
+      for {_, e} <- rows(),
+          e.ctx[:pool_name] == pool,
+          do: resend(e, [:toggle, :sampling, :filter])
+
+      :ok
+    end
+  end
+
+  def clear_settings(worker_id) do
+    with {:ok, entry} <- lookup(worker_id) do
+      :ok = Settings.replace({:worker, worker_id}, [])
+      resend(entry, [:toggle, :sampling, :filter])
+    end
   end
 
   @doc """
@@ -275,12 +333,44 @@ defmodule Snakepit.Telemetry.GrpcStream do
   end
 
   # Control frames go straight to the Rust task's channel from the caller:
-  # no GenServer hop, so a busy dispatcher never delays them.
+  # no GenServer hop, so a busy dispatcher never delays them. They are
+  # recorded first (Settings), so a later stream of the worker gets them.
+  defp control({:pool, pool} = target, control) do
+    with :ok <- pool_name(target) do
+      :ok = Settings.put(target, control)
+      kind = Settings.kind(control)
+      for {_, e} <- rows(), e.ctx[:pool_name] == pool, do: resend(e, [kind])
+      :ok
+    end
+  end
+
   defp control(worker_id, control) do
     with {:ok, entry} <- lookup(worker_id) do
+      :ok = Settings.put({:worker, worker_id}, control)
       Native.stream_control(entry.handle, control)
     end
   end
+
+  # Sends a registered worker what is now in force for these kinds.
+  defp resend(entry, kinds) do
+    in_force = Settings.in_force(entry.ctx.worker_id, entry.ctx[:pool_name])
+
+    Enum.reduce(kinds, :ok, fn kind, result ->
+      {control, _source} = in_force[kind]
+
+      case Native.stream_control(entry.handle, control) do
+        :ok -> result
+        error -> error
+      end
+    end)
+  end
+
+  defp pool_name({:pool, pool}) when is_atom(pool) and not is_nil(pool), do: :ok
+
+  defp pool_name({:pool, pool}) when is_binary(pool) and byte_size(pool) in 1..128,
+    do: if(String.valid?(pool), do: :ok, else: {:error, {:invalid_pool, pool}})
+
+  defp pool_name({:pool, pool}), do: {:error, {:invalid_pool, pool}}
 
   defp lookup(worker_id) when is_binary(worker_id) do
     case :ets.whereis(@table) != :undefined and :ets.lookup(@table, worker_id) do
@@ -492,6 +582,12 @@ defmodule Snakepit.Telemetry.GrpcStream do
 
     :ets.insert(@table, {reg.ctx.worker_id, entry})
     :ets.insert(@handles, {id, handle})
+    # What was set for this worker id or its pool before (a restarted worker,
+    # a re-registration, a restarted GrpcStream) is in force from its first
+    # stream on.
+    for c <- Settings.controls(reg.ctx.worker_id, reg.ctx[:pool_name]),
+        do: Native.stream_control(handle, c)
+
     owners = if monitor, do: Map.put(state.owners, monitor, reg.ctx.worker_id), else: state.owners
     {:reply, {:ok, id}, %{state | owners: owners}}
   end

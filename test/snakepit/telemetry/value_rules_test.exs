@@ -51,6 +51,12 @@ defmodule Snakepit.Telemetry.ValueRulesTest do
     assert {:ok, ^patterns} = Snakepit.Telemetry.Control.patterns(patterns)
   end
 
+  test "Elixir's glob matcher (for Elixir-name patterns) answers every glob case as Python" do
+    for %{"pattern" => p, "name" => name, "match" => match} <- @rules["globs"] do
+      assert Snakepit.Telemetry.Glob.match?(p, name) == match, "#{p} vs #{name}"
+    end
+  end
+
   test "the table has Elixir cases" do
     assert Enum.count(@rules["metadata"], &("elixir" in &1["paths"])) >= 10
   end

@@ -1,0 +1,130 @@
+defmodule Snakepit.Telemetry.Settings do
+  @moduledoc """
+  The telemetry settings made from Elixir (toggle, sampling, filter), kept
+  per worker id and per pool so that they last: a worker restarted under the
+  same id, a re-registration and a restarted `GrpcStream` all get them again.
+
+  Three layers, the first that has a setting of a kind wins, per kind:
+
+    1. the worker's own (`GrpcStream.toggle("w1", false)`),
+    2. its pool's (`GrpcStream.toggle({:pool, :default}, false)`),
+    3. the pool's initial settings (`Snakepit.Pool`'s `:telemetry` option,
+       or its configuration);
+
+  otherwise the default (on, every event, no filter).
+
+  The table belongs to this process, which does nothing else, so it
+  outlives `GrpcStream` restarts. `GrpcStream` reads it when a stream
+  starts and writes it through `put/2` when a control is made; users call
+  `GrpcStream.settings/1`, `update_sampling/3`, `toggle/2`,
+  `update_filter/2` and `clear_settings/1`.
+  """
+
+  use GenServer
+
+  alias Snakepit.Stray
+  alias Snakepit.Telemetry.Control
+
+  @table __MODULE__
+  @kinds [:toggle, :sampling, :filter]
+  @defaults %{toggle: {:toggle, true}, sampling: {:sampling, 1.0, []}, filter: {:filter, [], []}}
+
+  @typedoc "Whose settings: one worker's, a pool's, or a pool's initial ones."
+  @type layer ::
+          {:worker, String.t()} | {:pool, atom | String.t()} | {:pool_initial, atom | String.t()}
+  @type kind :: :toggle | :sampling | :filter
+  @type source :: :worker | :pool | :pool_initial | :default
+
+  @doc false
+  def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
+
+  @doc "Records `control` (a `Snakepit.Telemetry.Control.t/0`) for `layer`."
+  @spec put(layer, Control.t()) :: :ok
+  def put(layer, control), do: GenServer.call(__MODULE__, {:put, layer, [control]})
+
+  @doc "Replaces every setting of `layer` with `controls` (an empty list clears it)."
+  @spec replace(layer, [Control.t()]) :: :ok
+  def replace(layer, controls), do: GenServer.call(__MODULE__, {:replace, layer, controls})
+
+  @doc """
+  What is in force for a worker of `pool`, per kind: `{control, source}`.
+  """
+  @spec in_force(String.t(), atom | String.t()) :: %{kind => {Control.t(), source}}
+  def in_force(worker_id, pool) do
+    layers = [
+      worker: row({:worker, worker_id}),
+      pool: row({:pool, pool}),
+      pool_initial: row({:pool_initial, pool})
+    ]
+
+    Map.new(@kinds, fn kind ->
+      found = Enum.find_value(layers, fn {source, row} -> (c = row[kind]) && {c, source} end)
+      {kind, found || {@defaults[kind], :default}}
+    end)
+  end
+
+  @doc "The controls a new stream of this worker must be sent (none for defaults)."
+  @spec controls(String.t(), atom | String.t()) :: [Control.t()]
+  def controls(worker_id, pool) do
+    for {_kind, {control, source}} <- in_force(worker_id, pool), source != :default, do: control
+  end
+
+  @doc "The settings of one layer, per kind (`nil` where it has none)."
+  @spec layer(layer) :: %{kind => Control.t() | nil}
+  def layer(layer), do: Map.new(@kinds, &{&1, row(layer)[&1]})
+
+  @doc "The kind of a control."
+  @spec kind(Control.t()) :: kind
+  def kind(control), do: elem(control, 0)
+
+  @doc "The settings in force as a map for people: value and where it came from."
+  @spec describe(%{kind => {Control.t(), source}}) :: map
+  def describe(in_force) do
+    {{:toggle, on}, on_from} = in_force.toggle
+    {{:sampling, rate, patterns}, sampling_from} = in_force.sampling
+    {{:filter, allow, deny}, filter_from} = in_force.filter
+
+    %{
+      enabled: %{value: on, from: on_from},
+      sampling: %{rate: rate, patterns: patterns, from: sampling_from},
+      filter: %{allow: allow, deny: deny, from: filter_from}
+    }
+  end
+
+  defp row(layer) do
+    case :ets.whereis(@table) != :undefined and :ets.lookup(@table, layer) do
+      [{_, row}] -> row
+      _ -> %{}
+    end
+  end
+
+  @impl true
+  def init(_opts) do
+    :ets.new(@table, [:named_table, :protected, :set, read_concurrency: true])
+    {:ok, nil}
+  end
+
+  @impl true
+  def handle_call({:put, layer, controls}, _from, state) do
+    :ets.insert(@table, {layer, Enum.reduce(controls, row(layer), &Map.put(&2, kind(&1), &1))})
+    {:reply, :ok, state}
+  end
+
+  def handle_call({:replace, layer, []}, _from, state) do
+    :ets.delete(@table, layer)
+    {:reply, :ok, state}
+  end
+
+  def handle_call({:replace, layer, controls}, _from, state) do
+    :ets.insert(@table, {layer, Map.new(controls, &{kind(&1), &1})})
+    {:reply, :ok, state}
+  end
+
+  def handle_call(request, _from, state), do: Stray.call(__MODULE__, request, state)
+
+  @impl true
+  def handle_cast(message, state), do: Stray.cast(__MODULE__, message, state)
+
+  @impl true
+  def handle_info(message, state), do: Stray.info(__MODULE__, message, state)
+end
