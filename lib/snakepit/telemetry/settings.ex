@@ -38,12 +38,15 @@ defmodule Snakepit.Telemetry.Settings do
   @doc false
   def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
 
-  @doc "Records `control` (a `Snakepit.Telemetry.Control.t/0`) for `layer`."
-  @spec put(layer, Control.t()) :: :ok
+  @doc """
+  Records `control` (a `Snakepit.Telemetry.Control.t/0`) for `layer`;
+  `{:error, {:invalid_setting, term}}` for anything else.
+  """
+  @spec put(layer, Control.t()) :: :ok | {:error, {:invalid_setting, term}}
   def put(layer, control), do: GenServer.call(__MODULE__, {:put, layer, [control]})
 
   @doc "Replaces every setting of `layer` with `controls` (an empty list clears it)."
-  @spec replace(layer, [Control.t()]) :: :ok
+  @spec replace(layer, [Control.t()]) :: :ok | {:error, {:invalid_setting, term}}
   def replace(layer, controls), do: GenServer.call(__MODULE__, {:replace, layer, controls})
 
   @doc """
@@ -104,23 +107,43 @@ defmodule Snakepit.Telemetry.Settings do
     {:ok, nil}
   end
 
+  # Any process may call: a bad layer or control is an error, never a crash
+  # that would lose every setting.
   @impl true
-  def handle_call({:put, layer, controls}, _from, state) do
+  def handle_call({op, layer, controls} = request, from, state) when op in [:put, :replace] do
+    if layer?(layer) and Snakepit.Args.list_of?(controls, &control?/1),
+      do: store(request, from, state),
+      else: {:reply, {:error, {:invalid_setting, {layer, controls}}}, state}
+  end
+
+  def handle_call(request, _from, state), do: Stray.call(__MODULE__, request, state)
+
+  defp layer?({:worker, id}), do: is_binary(id)
+
+  defp layer?({tag, pool}) when tag in [:pool, :pool_initial],
+    do: is_atom(pool) or is_binary(pool)
+
+  defp layer?(_), do: false
+
+  defp control?({:toggle, on}), do: is_boolean(on)
+  defp control?({:sampling, rate, patterns}), do: is_float(rate) and is_list(patterns)
+  defp control?({:filter, allow, deny}), do: is_list(allow) and is_list(deny)
+  defp control?(_), do: false
+
+  defp store({:put, layer, controls}, _from, state) do
     :ets.insert(@table, {layer, Enum.reduce(controls, row(layer), &Map.put(&2, kind(&1), &1))})
     {:reply, :ok, state}
   end
 
-  def handle_call({:replace, layer, []}, _from, state) do
+  defp store({:replace, layer, []}, _from, state) do
     :ets.delete(@table, layer)
     {:reply, :ok, state}
   end
 
-  def handle_call({:replace, layer, controls}, _from, state) do
+  defp store({:replace, layer, controls}, _from, state) do
     :ets.insert(@table, {layer, Map.new(controls, &{kind(&1), &1})})
     {:reply, :ok, state}
   end
-
-  def handle_call(request, _from, state), do: Stray.call(__MODULE__, request, state)
 
   @impl true
   def handle_cast(message, state), do: Stray.cast(__MODULE__, message, state)

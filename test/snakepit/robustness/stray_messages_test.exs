@@ -64,6 +64,30 @@ defmodule Snakepit.Robustness.StrayMessagesTest do
     assert GenServer.call(pid, :bogus) == {:error, :unknown_call}
   end
 
+  test "the settings store survives stray messages and bad calls, keeping what it holds" do
+    alias Snakepit.Telemetry.Settings
+    pid = Process.whereis(Settings)
+    :ok = Settings.put({:pool, :stray_pool}, {:toggle, false})
+    on_exit(fn -> Settings.replace({:pool, :stray_pool}, []) end)
+    pester(pid)
+
+    for {layer, controls} <- [
+          {{:pool, :stray_pool}, [:junk]},
+          {{:pool, :stray_pool}, [{:toggle, "yes"}]},
+          {{:pool, :stray_pool}, [{:sampling, 1, []}]},
+          {{:pool, :stray_pool}, :not_a_list},
+          {{:pool, :stray_pool}, [{:toggle, true} | :improper]},
+          {{:worker, :atom}, [{:toggle, true}]},
+          {:nobody, [{:toggle, true}]}
+        ] do
+      assert {:error, {:invalid_setting, _}} = GenServer.call(pid, {:put, layer, controls})
+      assert {:error, {:invalid_setting, _}} = GenServer.call(pid, {:replace, layer, controls})
+    end
+
+    assert Process.whereis(Settings) == pid
+    assert Settings.layer({:pool, :stray_pool}).toggle == {:toggle, false}
+  end
+
   test "a pool's supervisor, workers and monitor survive stray messages and calls" do
     {:ok, sup} = Pool.start_link(name: :stray_pool, size: 1, status_interval: nil)
     on_exit(fn -> if Process.alive?(sup), do: Pool.stop(:stray_pool) end)
