@@ -143,11 +143,11 @@ Process.sleep(200)
 Demo.heading("telemetry_demo calls with correlation ids (live events)")
 
 for i <- 1..4 do
-  {:ok, worker} = Pool.checkout(:demo)
   corr = "req-#{i}"
 
+  # Pool.execute/4: check a worker out, call, check it in.
   {:ok, result} =
-    GRPCWorker.execute(worker, "telemetry_demo", %{operation: "op#{i}", delay_ms: 20 * i},
+    Pool.execute(:demo, "telemetry_demo", %{operation: "op#{i}", delay_ms: 20 * i},
       correlation_id: corr
     )
 

@@ -72,6 +72,12 @@ defmodule Snakepit.GRPCWorker do
     * `:max_delay_ms` - how long an event may wait in the worker for its
       telemetry batch to fill (default 5; `0` sends each event at once):
       fewer, larger frames at steady rates, at that much latency
+    * `:restart_count` - how many times the pool restarted this worker id
+      (set by `Snakepit.Pool`; the `retry_count` of `spawn_failed`)
+    * `:notify` - a pid: `start_link/1` returns once the worker id is
+      registered, and the Python start goes on in the worker; the pid gets
+      `{:snakepit_worker_ready, worker, id}` when it is ready, or the
+      worker exits with the start error (how `Snakepit.Pool` starts workers)
     * `:stream` - options for `GrpcStream.register_worker/3` (defaults:
       keepalive every 10 s, 10 s timeout: a stalled worker is found within
       about 20 s)
@@ -103,7 +109,9 @@ defmodule Snakepit.GRPCWorker do
     :endpoint,
     :token,
     :tls,
-    :insecure
+    :insecure,
+    :restart_count,
+    :notify
   ]
 
   defp validate(opts) do
@@ -128,6 +136,12 @@ defmodule Snakepit.GRPCWorker do
 
       not match?(t when is_integer(t) and t >= 0, Keyword.get(opts, :shutdown_grace, 2_000)) ->
         {:error, {:invalid_option, {:shutdown_grace, opts[:shutdown_grace]}}}
+
+      not (is_nil(opts[:notify]) or is_pid(opts[:notify])) ->
+        {:error, {:invalid_option, {:notify, opts[:notify]}}}
+
+      not match?(n when is_integer(n) and n >= 0, Keyword.get(opts, :restart_count, 0)) ->
+        {:error, {:invalid_option, {:restart_count, opts[:restart_count]}}}
 
       not is_boolean(Keyword.get(opts, :demo_tools, false)) ->
         {:error, {:invalid_option, {:demo_tools, opts[:demo_tools]}}}
@@ -246,10 +260,30 @@ defmodule Snakepit.GRPCWorker do
 
     case Registry.register(Snakepit.Registry, {:worker, id}, pool) do
       {:ok, _} ->
-        if opts[:endpoint], do: attach(id, pool, opts), else: start_python(id, pool, opts)
+        # Started by a pool (:notify): start_link returns at once and the
+        # pool hears {:snakepit_worker_ready, pid, id} (or the exit), so a
+        # slow Python start never blocks it.
+        if is_pid(opts[:notify]),
+          do: {:ok, %{starting: id}, {:continue, {:start, id, pool, opts}}},
+          else: start(id, pool, opts)
 
       {:error, {:already_registered, _}} ->
         {:stop, {:duplicate_worker_id, id}}
+    end
+  end
+
+  defp start(id, pool, opts),
+    do: if(opts[:endpoint], do: attach(id, pool, opts), else: start_python(id, pool, opts))
+
+  @impl true
+  def handle_continue({:start, id, pool, opts}, placeholder) do
+    case start(id, pool, opts) do
+      {:ok, state} ->
+        send(opts[:notify], {:snakepit_worker_ready, self(), id})
+        {:noreply, state}
+
+      {:stop, reason} ->
+        {:stop, reason, placeholder}
     end
   end
 
@@ -325,7 +359,7 @@ defmodule Snakepit.GRPCWorker do
 
     case spawned do
       {:ok, proc} -> await_python(proc, exe, id, pool, token, started, opts)
-      {:error, reason} -> spawn_failed(reason, id, pool, started)
+      {:error, reason} -> spawn_failed(reason, {id, pool, opts}, started)
     end
   end
 
@@ -358,16 +392,22 @@ defmodule Snakepit.GRPCWorker do
         {:ok, connect(%{state | proc: proc}, python_port)}
 
       {:error, reason, output} ->
-        spawn_failed(reason, id, pool, started, failure_text(reason, id, exe, output))
+        spawn_failed(reason, {id, pool, opts}, started, failure_text(reason, id, exe, output))
     end
   end
 
   # The worker never became ready: one error entry that says what to do,
   # and the catalog's spawn_failed event.
-  defp spawn_failed(reason, id, pool, started, text \\ nil) do
+  defp spawn_failed(reason, {id, pool, opts}, started, text \\ nil) do
+    retry = Keyword.get(opts, :restart_count, 0)
     Logger.error(text || spawn_failure_text(reason), worker_id: id)
     duration = System.monotonic_time() - started
-    spawn_event(:spawn_failed, %{duration: duration}, id, pool, %{reason: reason, retry_count: 0})
+
+    spawn_event(:spawn_failed, %{duration: duration}, id, pool, %{
+      reason: reason,
+      retry_count: retry
+    })
+
     {:stop, reason}
   end
 
@@ -551,6 +591,8 @@ defmodule Snakepit.GRPCWorker do
   end
 
   @impl true
+  def terminate(_reason, %{starting: _}), do: :ok
+
   def terminate(reason, s) do
     GrpcStream.unregister_worker(s.id)
     stop_python(s)

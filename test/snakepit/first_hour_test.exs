@@ -41,8 +41,7 @@ defmodule Snakepit.FirstHourTest do
       status_interval: nil
     )
 
-  {:ok, w} = Snakepit.Pool.checkout(:app_pool)
-  {:ok, result} = Snakepit.GRPCWorker.execute(w, "predict", %{x: 2}, correlation_id: "first-hour")
+  {:ok, result} = Snakepit.Pool.execute(:app_pool, "predict", %{x: 2}, correlation_id: "first-hour")
   IO.puts("RESULT " <> inspect(result))
 
   for _ <- 1..2 do

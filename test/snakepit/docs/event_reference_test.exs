@@ -49,6 +49,23 @@ defmodule Snakepit.Docs.EventReferenceTest do
     {:error, {:tool_error, _}} = GRPCWorker.execute(w, "fail", %{}, correlation_id: "docs-2")
     {:ok, _} = GRPCWorker.execute(w, "telemetry_demo", %{operation: "gc", delay_ms: 1})
 
+    # The queue: one caller waits for the held worker, one gives up.
+    waiter =
+      Task.async(fn -> Pool.execute(:event_docs, "ping", %{}, correlation_id: "docs-3") end)
+
+    eventually(fn -> Pool.status(:event_docs).queue_depth == 1 end)
+    {:error, :pool_timeout} = Pool.checkout(:event_docs, checkout_timeout: 10)
+    :ok = Pool.checkin(:event_docs, w)
+    {:ok, _} = Task.await(waiter)
+
+    # A worker whose Python process dies is restarted.
+    {:ok, %{python_pid: os_pid}} = GRPCWorker.info(w)
+
+    ExUnit.CaptureLog.capture_log(fn ->
+      System.cmd("kill", ["-KILL", "#{os_pid}"])
+      eventually(fn -> match?([p] when p != w, Pool.workers(:event_docs)) end, tries: 400)
+    end)
+
     # A start that fails.
     Process.flag(:trap_exit, true)
 
@@ -86,6 +103,9 @@ defmodule Snakepit.Docs.EventReferenceTest do
       interval: 25,
       message: fn missing -> "never emitted: #{inspect(missing)}" end
     )
+
+    reserved = for e <- Catalog.entries(), not e.emitted, do: e.event
+    assert [] == for(e <- reserved, :ets.lookup(table, e) != [], do: e), "a reserved event fired"
 
     for event <- MapSet.to_list(wanted) do
       doc = Naming.describe(event)

@@ -88,22 +88,34 @@ defmodule Snakepit.Robustness.StrayMessagesTest do
     assert Settings.layer({:pool, :stray_pool}).toggle == {:toggle, false}
   end
 
-  test "a pool's supervisor, workers and monitor survive stray messages and calls" do
-    {:ok, sup} = Pool.start_link(name: :stray_pool, size: 1, status_interval: nil)
-    on_exit(fn -> if Process.alive?(sup), do: Pool.stop(:stray_pool) end)
+  test "a pool and its workers survive stray messages, calls and forged exits" do
+    # Under a supervisor, as in an application (a GenServer ends on an
+    # {:EXIT, parent, _} message, forged or not: OTP's rule).
+    pool = start_supervised!({Pool, name: :stray_pool, size: 1, status_interval: nil})
     [worker] = Pool.workers(:stray_pool)
-    children = for {_, pid, _, _} <- Supervisor.which_children(sup), do: pid
 
-    assert {:error, :not_a_worker} = GRPCWorker.info(sup)
-    assert {:error, :not_a_worker} = GRPCWorker.execute(sup, "ping")
+    assert {:error, :not_a_worker} = GRPCWorker.info(pool)
+    assert {:error, :not_a_worker} = GRPCWorker.execute(pool, "ping")
 
-    for pid <- children -- [worker], do: pester(pid)
+    pester(pool)
+    # Forged news of its worker: a monitor, not a message, says a worker died.
+    send(pool, {:EXIT, worker, :forged})
+    send(pool, {:DOWN, make_ref(), :process, worker, :forged})
+    send(pool, {:snakepit_worker_ready, worker, "stray_pool_1"})
+    send(pool, {:restart, "stray_pool_1"})
+    send(pool, {:queue_timeout, make_ref()})
+
+    for bad <- [{:checkout, -1, nil}, {:checkout, :x, nil}, {:checkin, :x}] do
+      assert {:error, _} = GenServer.call(pool, bad)
+    end
+
+    assert %{busy_workers: 0, available_workers: 1, total_workers: 1} = Pool.status(:stray_pool)
 
     for msg <- junk(), do: send(worker, msg)
     for msg <- junk(), do: GenServer.cast(worker, msg)
     for req <- @calls -- [:info], do: assert({:error, _} = GenServer.call(worker, req))
 
-    assert Process.alive?(sup)
+    assert Process.alive?(pool)
     assert Pool.workers(:stray_pool) == [worker]
     assert {:ok, %{"pong" => _}} = GRPCWorker.execute(worker, "ping")
   end

@@ -66,6 +66,9 @@ defmodule Snakepit.Telemetry.AtomSafetyTest do
     assert_no_new_atoms(1_000, fn i ->
       s = "fresh_#{i}"
       Pool.checkout(s)
+      Pool.checkout(:no_pool, [{s, s}])
+      Pool.execute(s, s, %{s => s}, [{s, s}])
+      Pool.checkin(s, self())
       Pool.workers(s)
       Pool.status(s)
       Pool.stop(s)
@@ -80,6 +83,13 @@ defmodule Snakepit.Telemetry.AtomSafetyTest do
       GrpcStream.update_sampling(s, 0.5, [s])
       GrpcStream.update_filter(s, [{s, [s]}])
       GrpcStream.toggle(s, s)
+      GrpcStream.settings(s)
+      GrpcStream.update_filter({:pool, s}, deny: [s, "snakepit." <> s])
+      GrpcStream.update_sampling({:pool, s}, 0.5, [s])
+      GrpcStream.settings({:pool, s})
+      GrpcStream.clear_settings({:pool, s})
+      GrpcStream.clear_settings(s)
+      Control.patterns(["snakepit.python." <> s])
       Control.filter([{s, []}])
       Client.connect("#{s}:1")
       Client.execute_tool(channel, s, %{s => %{s => [s]}}, [{:metadata, %{s => s}}])

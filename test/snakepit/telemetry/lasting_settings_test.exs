@@ -20,8 +20,8 @@ defmodule Snakepit.Telemetry.LastingSettingsTest do
 
   defp worker(pool) do
     eventually(fn ->
-      case Pool.checkout(pool) do
-        {:ok, w} -> match?({:ok, _}, GRPCWorker.info(w)) && w
+      case Pool.workers(pool) do
+        [w] -> match?({:ok, _}, GRPCWorker.info(w)) && w
         _ -> false
       end
     end)
