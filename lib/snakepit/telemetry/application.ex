@@ -7,6 +7,15 @@ defmodule Snakepit.Telemetry.Application do
     Snakepit.Telemetry.PythonCapture.init_counters()
     Snakepit.Python.log_choice()
 
+    # The application's own events, before any stream starts (the NIF
+    # validates against the catalog plus these).
+    case Snakepit.Telemetry.AppEvents.install() do
+      :ok -> start_tree()
+      {:error, reason} -> {:error, reason}
+    end
+  end
+
+  defp start_tree do
     pools =
       for {name, opts} <- Application.get_env(:snakepit_telemetry, :pools, []),
           do: {Snakepit.Pool, Keyword.put(opts, :name, name)}

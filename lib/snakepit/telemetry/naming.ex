@@ -19,7 +19,7 @@ defmodule Snakepit.Telemetry.Naming do
       {:error, :unknown_event}
   """
 
-  alias Snakepit.Telemetry.Catalog
+  alias Snakepit.Telemetry.{AppEvents, Catalog}
 
   @entries Catalog.entries()
   @all_events Enum.map(@entries, & &1.event)
@@ -50,7 +50,7 @@ defmodule Snakepit.Telemetry.Naming do
   def from_parts(name) when is_binary(name) do
     case Map.fetch(@ingest, name) do
       {:ok, event} -> {:ok, event}
-      :error -> {:error, :unknown_event}
+      :error -> app_event(name)
     end
   end
 
@@ -61,6 +61,14 @@ defmodule Snakepit.Telemetry.Naming do
   end
 
   def from_parts(_), do: {:error, :unknown_event}
+
+  # The application's events (Snakepit.Telemetry.AppEvents).
+  defp app_event(name) do
+    case Map.fetch(AppEvents.names(), name) do
+      {:ok, event} -> {:ok, event}
+      :error -> {:error, :unknown_event}
+    end
+  end
 
   @doc """
   A measurement key as it should appear in an event: the allowlisted atom, or
@@ -78,24 +86,47 @@ defmodule Snakepit.Telemetry.Naming do
   @spec metadata_key(String.t() | atom) :: atom | String.t()
   def metadata_key(key), do: lookup(@metadata_keys, key)
 
-  defp lookup(table, key) when is_binary(key), do: Map.get(table, key, key)
+  defp lookup(table, key) when is_binary(key) do
+    case table do
+      %{^key => atom} -> atom
+      _ -> app_key(key)
+    end
+  end
+
   defp lookup(table, key) when is_atom(key), do: lookup(table, Atom.to_string(key))
 
-  @doc "Python name => Elixir event, for every event a worker may emit."
-  @spec python_event_catalog() :: %{String.t() => event}
-  def python_event_catalog, do: @python_catalog
+  # An application's allowlisted key is an atom that exists already (its
+  # configuration made it); to_existing_atom never makes one.
+  defp app_key(key) do
+    %{measurement: m, metadata: md} = AppEvents.keys()
 
-  @doc "Every catalog event."
+    if m == [] and md == [] do
+      key
+    else
+      atom = String.to_existing_atom(key)
+      if atom in m or atom in md, do: atom, else: key
+    end
+  rescue
+    ArgumentError -> key
+  end
+
+  @doc "Python name => Elixir event, for every event a worker may emit (the application's too)."
+  @spec python_event_catalog() :: %{String.t() => event}
+  def python_event_catalog do
+    for %{python_name: py, event: e} <- AppEvents.entries(), into: @python_catalog, do: {py, e}
+  end
+
+  @doc "Every catalog event, the application's (`Snakepit.Telemetry.AppEvents`) last."
   @spec events() :: [event]
-  def events, do: @all_events
+  def events, do: @all_events ++ Enum.map(AppEvents.entries(), & &1.event)
 
   @doc "Layer 1: pool, worker and session events emitted by Elixir."
   @spec infrastructure_events() :: [event]
   def infrastructure_events, do: layer(:infrastructure)
 
-  @doc "Layer 2: events emitted by Python workers."
+  @doc "Layer 2: events emitted by Python workers (the application's too)."
   @spec python_events() :: [event]
-  def python_events, do: layer(:python)
+  def python_events, do: layer(:python) ++ Enum.map(AppEvents.entries(), & &1.event)
 
   @doc "Layer 3: gRPC bridge events emitted by Elixir and the ingest."
   @spec grpc_events() :: [event]
@@ -108,7 +139,8 @@ defmodule Snakepit.Telemetry.Naming do
 
   @doc "True when `event` is in the catalog."
   @spec known_event?(term) :: boolean
-  def known_event?(event), do: MapSet.member?(@event_set, event)
+  def known_event?(event),
+    do: MapSet.member?(@event_set, event) or Enum.any?(AppEvents.entries(), &(&1.event == event))
 
   # What every event of a layer carries besides its catalog metadata: the
   # enrichment of worker events, the stream id of the gRPC status events.
@@ -138,7 +170,8 @@ defmodule Snakepit.Telemetry.Naming do
   end
 
   def describe(event) do
-    case Enum.find(@entries, &(&1.event == event)) do
+    case Enum.find(@entries, &(&1.event == event)) ||
+           Enum.find(AppEvents.entries(), &(&1.event == event)) do
       nil -> nil
       entry -> with_carried(entry, carried(entry))
     end

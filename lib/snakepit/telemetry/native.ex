@@ -50,6 +50,8 @@ defmodule Snakepit.Telemetry.Native do
 
   def catalog_summary, do: not_loaded()
   def catalog_version, do: not_loaded()
+  def catalog_install(_extension_json), do: not_loaded()
+  def catalog_installed_summary, do: not_loaded()
 
   ## gRPC streams (one Rust task per worker)
 

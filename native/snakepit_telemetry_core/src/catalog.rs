@@ -64,7 +64,7 @@ struct CatalogFile {
 }
 
 /// The parsed catalog with lookup tables.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Catalog {
     pub version: u32,
     pub limits: Limits,
@@ -85,6 +85,38 @@ pub struct Catalog {
     measurement_index: FxHashMap<String, KeyId>,
     metadata_index: FxHashMap<String, KeyId>,
 }
+
+/// Events and keys an application adds to the catalog at start
+/// (`config :snakepit_telemetry, events: [...]`): Python-layer events with
+/// their Python and Elixir names, and keys allowlisted for every event.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extension {
+    #[serde(default)]
+    pub events: Vec<ExtensionEvent>,
+    #[serde(default)]
+    pub measurement_keys: Vec<String>,
+    #[serde(default)]
+    pub metadata_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionEvent {
+    /// Elixir event name, e.g. `["my_app", "prediction"]`.
+    pub event: Vec<String>,
+    /// The name Python code emits, e.g. `my_app.prediction`.
+    pub python_name: String,
+    #[serde(default)]
+    pub measurements: Vec<String>,
+    #[serde(default)]
+    pub metadata: Vec<String>,
+}
+
+/// Bounds of an extension, so a configuration cannot grow the tables
+/// without limit (ids are u16).
+pub const MAX_EXTENSION_EVENTS: usize = 1024;
+pub const MAX_EXTENSION_KEYS: usize = 1024;
 
 /// The catalog every path validates against.
 pub static CATALOG: Lazy<Catalog> =
@@ -126,6 +158,128 @@ impl Catalog {
             metadata_keys: file.metadata_keys,
             events: file.events,
         })
+    }
+
+    /// This catalog plus an application's events and keys. Errors name the
+    /// first definition that is wrong: a name that clashes with an event
+    /// already there, a malformed name or key, too many of them.
+    pub fn extended(&self, ext: &Extension) -> Result<Catalog, String> {
+        if ext.events.len() > MAX_EXTENSION_EVENTS {
+            return Err(format!("more than {MAX_EXTENSION_EVENTS} events"));
+        }
+        let mut c = self.clone();
+        let event_keys = ext.events.iter().flat_map(|e| e.measurements.iter());
+        let measurement: Vec<&String> = ext.measurement_keys.iter().chain(event_keys).collect();
+        let event_meta = ext.events.iter().flat_map(|e| e.metadata.iter());
+        let metadata: Vec<&String> = ext.metadata_keys.iter().chain(event_meta).collect();
+        if measurement.len() + metadata.len() > MAX_EXTENSION_KEYS {
+            return Err(format!("more than {MAX_EXTENSION_KEYS} keys"));
+        }
+        for key in measurement {
+            c.add_measurement_key(key)?;
+        }
+        for key in metadata {
+            c.add_metadata_key(key)?;
+        }
+        for def in &ext.events {
+            c.add_event(def)?;
+        }
+        Ok(c)
+    }
+
+    fn check_name(&self, what: &str, name: &str) -> Result<(), String> {
+        let ok = !name.is_empty()
+            && name.len() <= self.limits.max_key_bytes
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !name.as_bytes()[0].is_ascii_digit();
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} {name:?}: lowercase letters, digits and _, at most {} bytes",
+                self.limits.max_key_bytes
+            ))
+        }
+    }
+
+    fn add_measurement_key(&mut self, key: &str) -> Result<(), String> {
+        self.check_name("measurement key", key)?;
+        if self.measurement_index.contains_key(key) {
+            return Ok(());
+        }
+        self.measurement_index
+            .insert(key.to_owned(), self.measurement_keys.len() as KeyId);
+        self.measurement_keys.push(key.to_owned());
+        // An application's measurements arrive as sent (no unit conversion).
+        self.duration_keys.push(false);
+        Ok(())
+    }
+
+    fn add_metadata_key(&mut self, key: &str) -> Result<(), String> {
+        self.check_name("metadata key", key)?;
+        if !self.metadata_index.contains_key(key) {
+            self.metadata_index
+                .insert(key.to_owned(), self.metadata_keys.len() as KeyId);
+            self.metadata_keys.push(key.to_owned());
+        }
+        Ok(())
+    }
+
+    fn add_event(&mut self, def: &ExtensionEvent) -> Result<(), String> {
+        let py = &def.python_name;
+        let parts: Vec<&str> = py.split('.').collect();
+        if parts.len() < 2 || parts.len() > self.limits.max_event_parts {
+            return Err(format!(
+                "python_name {py:?}: 2 to {} dot-separated parts",
+                self.limits.max_event_parts
+            ));
+        }
+        for part in &parts {
+            self.check_name("python_name part", part)?;
+        }
+        if def.event.is_empty() || def.event.len() > self.limits.max_event_parts {
+            return Err(format!(
+                "event {:?}: 1 to {} parts",
+                def.event, self.limits.max_event_parts
+            ));
+        }
+        for part in &def.event {
+            self.check_name("event name part", part)?;
+        }
+        let dotted = def.event.join(".");
+        if py.len() > self.limits.max_event_name_bytes
+            || dotted.len() > self.limits.max_event_name_bytes
+        {
+            return Err(format!(
+                "event {py:?}: names at most {} bytes",
+                self.limits.max_event_name_bytes
+            ));
+        }
+        if def.event.first().map(String::as_str) == Some("snakepit") {
+            return Err(format!(
+                "event {dotted:?}: the snakepit prefix is the library's"
+            ));
+        }
+        for name in [py.as_str(), dotted.as_str()] {
+            if self.ingest_names.contains_key(name)
+                || self.events.iter().any(|e| e.event.join(".") == name)
+            {
+                return Err(format!("event {name:?} is already in the catalog"));
+            }
+        }
+        let id = self.events.len() as EventId;
+        self.ingest_names.insert(py.clone(), id);
+        self.ingest_names.insert(dotted, id);
+        self.events.push(EventDef {
+            event: def.event.clone(),
+            layer: "python".into(),
+            python_name: Some(py.clone()),
+            measurements: def.measurements.clone(),
+            metadata: def.metadata.clone(),
+        });
+        Ok(())
     }
 
     /// Looks up an event a worker may emit, by Python name (`tool.result_size`)
@@ -179,6 +333,69 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ext(json: &str) -> Extension {
+        serde_json::from_str(json).expect("extension json")
+    }
+
+    #[test]
+    fn an_extension_adds_events_and_keys() {
+        let e = ext(
+            r#"{"events": [{"event": ["my_app", "prediction"], "python_name": "my_app.prediction",
+            "measurements": ["score", "duration"], "metadata": ["customer_id"]}],
+            "metadata_keys": ["tenant"]}"#,
+        );
+        let c = CATALOG.extended(&e).unwrap();
+        let id = c.ingest_event("my_app.prediction").unwrap();
+        assert_eq!(
+            c.ingest_event("my_app.prediction"),
+            c.ingest_event("my_app.prediction")
+        );
+        assert_eq!(c.events[id as usize].event, vec!["my_app", "prediction"]);
+        assert!(c.measurement_key("score").is_some());
+        assert!(c.metadata_key("customer_id").is_some() && c.metadata_key("tenant").is_some());
+        // duration was there already: still converted; score is not.
+        assert!(c.is_duration(c.measurement_key("duration").unwrap()));
+        assert!(!c.is_duration(c.measurement_key("score").unwrap()));
+        assert_eq!(c.events.len(), CATALOG.events.len() + 1);
+        // The library's catalog is untouched.
+        assert!(CATALOG.ingest_event("my_app.prediction").is_none());
+    }
+
+    #[test]
+    fn bad_extensions_are_refused_with_the_reason() {
+        for (json, why) in [
+            (
+                r#"{"events": [{"event": ["x", "y"], "python_name": "tool.result_size"}]}"#,
+                "already",
+            ),
+            (
+                r#"{"events": [{"event": ["snakepit", "python", "call", "start"], "python_name": "a.b"}]}"#,
+                "snakepit",
+            ),
+            (
+                r#"{"events": [{"event": ["x", "y"], "python_name": "nodots"}]}"#,
+                "parts",
+            ),
+            (
+                r#"{"events": [{"event": ["x", "Y"], "python_name": "x.y"}]}"#,
+                "lowercase",
+            ),
+            (
+                r#"{"events": [{"event": ["x", "y"], "python_name": "x.y", "metadata": ["bad key"]}]}"#,
+                "metadata key",
+            ),
+            (r#"{"measurement_keys": [""]}"#, "measurement key"),
+            (
+                r#"{"events": [{"event": ["a", "b"], "python_name": "a.b"}, {"event": ["a", "b"], "python_name": "c.d"}]}"#,
+                "already",
+            ),
+        ] {
+            let err = CATALOG.extended(&ext(json)).unwrap_err();
+            assert!(err.contains(why), "{json}: {err}");
+        }
+        assert!(serde_json::from_str::<Extension>(r#"{"colour": 1}"#).is_err());
+    }
 
     #[test]
     fn the_rejection_reasons_are_the_catalog_list() {

@@ -1,10 +1,13 @@
-//! Erlang terms for the catalog, built once at load: event names, allowlisted
-//! keys and rejection reasons as atoms. These are the only atoms the NIF ever
-//! makes from strings, and all of them come from the compiled-in catalog.
+//! The catalog the NIF validates against, with its Erlang terms: event names,
+//! allowlisted keys and rejection reasons as atoms. These are the only atoms
+//! the NIF ever makes from strings, and all of them come from the
+//! compiled-in catalog, or from the application's extension installed once
+//! at start (`catalog_install`, from `config :snakepit_telemetry, events:`,
+//! whose names are atoms already) — never from a worker's input.
 
 use once_cell::sync::OnceCell;
 use rustler::{Atom, Env, NifResult, Term};
-use snakepit_telemetry_core::catalog::{EventId, KeyId, CATALOG};
+use snakepit_telemetry_core::catalog::{Catalog, EventId, Extension, KeyId, CATALOG};
 use snakepit_telemetry_core::units::NativeUnits;
 use snakepit_telemetry_core::validate::Rejection;
 
@@ -23,6 +26,7 @@ pub enum Reserved {
 }
 
 pub struct CatalogTerms {
+    catalog: &'static Catalog,
     events: Vec<Vec<Atom>>,
     measurement_keys: Vec<Atom>,
     metadata_keys: Vec<Atom>,
@@ -35,6 +39,8 @@ pub struct CatalogTerms {
 }
 
 static TERMS: OnceCell<CatalogTerms> = OnceCell::new();
+/// The compiled-in catalog plus the application's events (set once).
+static INSTALLED: OnceCell<CatalogTerms> = OnceCell::new();
 
 fn atoms_of(env: Env, names: &[String]) -> NifResult<Vec<Atom>> {
     names.iter().map(|n| Atom::from_str(env, n)).collect()
@@ -47,7 +53,14 @@ pub fn init(env: Env, load_info: Term) -> NifResult<()> {
         .ok()
         .and_then(NativeUnits::new)
         .unwrap_or(NativeUnits::NANOSECONDS);
-    let events = CATALOG
+    let terms = build(env, &CATALOG, units)?;
+    // A second load (upgrade) keeps the first set: the atoms are identical.
+    let _ = TERMS.set(terms);
+    Ok(())
+}
+
+fn build(env: Env, catalog: &'static Catalog, units: NativeUnits) -> NifResult<CatalogTerms> {
+    let events = catalog
         .events
         .iter()
         .map(|e| atoms_of(env, &e.event))
@@ -56,7 +69,7 @@ pub fn init(env: Env, load_info: Term) -> NifResult<()> {
         .iter()
         .map(|r| Atom::from_str(env, r))
         .collect::<NifResult<_>>()?;
-    let reserved = CATALOG
+    let reserved = catalog
         .metadata_keys
         .iter()
         .map(|k| match k.as_str() {
@@ -65,26 +78,55 @@ pub fn init(env: Env, load_info: Term) -> NifResult<()> {
             _ => Reserved::No,
         })
         .collect();
-    let terms = CatalogTerms {
+    Ok(CatalogTerms {
+        catalog,
         events,
         reserved,
-        measurement_keys: atoms_of(env, &CATALOG.measurement_keys)?,
-        metadata_keys: atoms_of(env, &CATALOG.metadata_keys)?,
+        measurement_keys: atoms_of(env, &catalog.measurement_keys)?,
+        metadata_keys: atoms_of(env, &catalog.metadata_keys)?,
         reasons,
         units,
-    };
-    // A second load (upgrade) keeps the first set: the atoms are identical.
-    let _ = TERMS.set(terms);
+    })
+}
+
+/// Installs the compiled-in catalog plus `ext`, once (streams started
+/// before it keep validating against the catalog they had). Installing the
+/// same extension again is a no-op; another one is refused.
+pub fn install(env: Env, ext: &Extension) -> Result<(), String> {
+    let catalog = CATALOG.extended(ext)?;
+    if let Some(installed) = INSTALLED.get() {
+        return if installed.catalog.summary_json() == catalog.summary_json() {
+            Ok(())
+        } else {
+            Err(
+                "another catalog extension is installed already (restart the VM to change it)"
+                    .into(),
+            )
+        };
+    }
+    let units = get().units;
+    // Leaked once per VM: streams hold `&'static` references to it.
+    let catalog: &'static Catalog = Box::leak(Box::new(catalog));
+    let terms =
+        build(env, catalog, units).map_err(|_| "cannot make the extension's atoms".to_string())?;
+    let _ = INSTALLED.set(terms);
     Ok(())
 }
 
+/// The installed catalog's terms, else the compiled-in one's.
 pub fn get() -> &'static CatalogTerms {
-    TERMS
+    INSTALLED
         .get()
+        .or_else(|| TERMS.get())
         .expect("catalog terms are built in the load hook")
 }
 
 impl CatalogTerms {
+    /// The catalog these terms were built from (validate against it).
+    pub fn catalog(&self) -> &'static Catalog {
+        self.catalog
+    }
+
     pub fn event(&self, id: EventId) -> &[Atom] {
         &self.events[id as usize]
     }

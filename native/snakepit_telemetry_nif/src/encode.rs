@@ -8,7 +8,6 @@
 
 use rustler::{Encoder, Env, Term};
 use smallvec::SmallVec;
-use snakepit_telemetry_core::catalog::CATALOG;
 use snakepit_telemetry_core::validate::{Key, Number, Rejection, ValidEvent};
 
 use crate::atoms;
@@ -67,7 +66,7 @@ fn measurements<'a>(
         let (k, is_duration) = match key {
             Key::Known(id) => (
                 terms.measurement_key(*id).encode(env),
-                CATALOG.is_duration(*id),
+                terms.catalog().is_duration(*id),
             ),
             Key::Other(s) => (s.as_ref().encode(env), false),
         };
@@ -81,7 +80,7 @@ fn measurements<'a>(
             // Validation passes finite floats only; checked again here since
             // a non-finite float has no term (`enif_make_double` fails).
             Some(Number::Float(f)) if f.is_finite() => f.encode(env),
-            _ => return Err(Rejection::MeasurementOutOfRange(key_text(key))),
+            _ => return Err(Rejection::MeasurementOutOfRange(key_text(terms, key))),
         };
         keys.push(k);
         values.push(v);
@@ -89,9 +88,9 @@ fn measurements<'a>(
     map(env, &keys, &values)
 }
 
-fn key_text(key: &Key<'_>) -> String {
+fn key_text(terms: &CatalogTerms, key: &Key<'_>) -> String {
     match key {
-        Key::Known(id) => CATALOG.measurement_keys[*id as usize].clone(),
+        Key::Known(id) => terms.catalog().measurement_keys[*id as usize].clone(),
         Key::Other(s) => s.to_string(),
     }
 }

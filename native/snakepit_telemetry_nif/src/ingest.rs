@@ -14,7 +14,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rustler::LocalPid;
-use snakepit_telemetry_core::catalog::CATALOG;
 use snakepit_telemetry_core::lifecycle::{Disconnect, Status, StreamState, TaskEnd};
 use snakepit_telemetry_core::local_sampling::{for_peer, Local, LocalSampling};
 use snakepit_telemetry_core::raw_frames::RawFrames;
@@ -334,10 +333,11 @@ impl Task {
         };
         StreamStats::add(&stats.events_received, events.len() as u64);
         let mut scratch = EventScratch::new();
+        let catalog = crate::catalog_terms::get().catalog();
         for event in events {
-            let pushed = scratch.validate(&CATALOG, event).and_then(|valid| {
+            let pushed = scratch.validate(catalog, event).and_then(|valid| {
                 if let Some(local) = &self.local {
-                    let name = CATALOG.events[valid.event as usize].python_name.as_deref();
+                    let name = catalog.events[valid.event as usize].python_name.as_deref();
                     if !local.keeps(name.unwrap_or(""), draw(&mut self.rng)) {
                         StreamStats::add(&stats.nif_sampled_out, 1);
                         return Ok(());

@@ -245,7 +245,7 @@ fn take_line(ingest: &Ingest, line: &[u8]) -> usize {
 
 fn item<'a>(env: Env<'a>, line: &[u8]) -> Term<'a> {
     let terms = catalog_terms::get();
-    let parsed = parse_line(&CATALOG, line).and_then(|parsed| match parsed {
+    let parsed = parse_line(terms.catalog(), line).and_then(|parsed| match parsed {
         StderrLine::NotTelemetry => Ok(None),
         StderrLine::Event(e) => encode::event_terms(env, terms, &e, None).map(Some),
     });

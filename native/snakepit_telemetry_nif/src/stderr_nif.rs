@@ -1,7 +1,6 @@
 //! NIF for the stderr fallback: one worker output line in, one verdict out.
 
 use rustler::{Binary, Encoder, Env, Term};
-use snakepit_telemetry_core::catalog::CATALOG;
 use snakepit_telemetry_core::stderr::{parse_line, StderrLine};
 
 use crate::{atoms, catalog_terms, encode};
@@ -26,7 +25,7 @@ fn stderr_parse_line_dirty<'a>(env: Env<'a>, line: Binary<'a>) -> Term<'a> {
 
 fn parse<'a>(env: Env<'a>, line: Binary<'a>) -> Term<'a> {
     let terms = catalog_terms::get();
-    let encoded = parse_line(&CATALOG, line.as_slice()).and_then(|parsed| match parsed {
+    let encoded = parse_line(terms.catalog(), line.as_slice()).and_then(|parsed| match parsed {
         StderrLine::NotTelemetry => Ok(atoms::not_telemetry().encode(env)),
         StderrLine::Event(e) => {
             let (name, measurements, metadata) = encode::event_terms(env, terms, &e, None)?;

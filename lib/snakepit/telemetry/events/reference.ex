@@ -21,8 +21,11 @@ defmodule Snakepit.Telemetry.Events.Reference do
     os_pid: "an OS process id"
   }
 
-  @doc "The reference as Markdown."
-  def build do
+  @doc """
+  The reference as Markdown; `application` (entries of
+  `Snakepit.Telemetry.AppEvents`) adds a section for the application's events.
+  """
+  def build(application \\ []) do
     entries = Enum.map(Catalog.entries(), &Naming.describe(&1.event))
     {emitted, reserved} = Enum.split_with(entries, & &1.emitted)
 
@@ -33,8 +36,17 @@ defmodule Snakepit.Telemetry.Events.Reference do
         ["## #{title}\n\n" | Enum.map(group, &entry/1)]
       end
 
+    app =
+      if application == [],
+        do: [],
+        else: [
+          "## Application events (`config :snakepit_telemetry, events: ...`)\n\n",
+          Enum.map(application, &entry(with_carried(&1)))
+        ]
+
     IO.iodata_to_binary([
       sections,
+      app,
       "## Reserved (in the catalog, not emitted by this library)\n\n",
       "Names kept from Snakepit's own pool and session store, so handlers written for it ",
       "attach without error. Reserved: they never fire here.\n\n",
@@ -73,5 +85,21 @@ defmodule Snakepit.Telemetry.Events.Reference do
     ]
   end
 
-  defp measurement(key), do: "`#{key}` (#{Map.fetch!(@unit_text, Catalog.unit(key))})"
+  defp measurement(key) do
+    case Catalog.unit(key) do
+      nil -> "`#{key}` (as the application sends it)"
+      unit -> "`#{key}` (#{Map.fetch!(@unit_text, unit)})"
+    end
+  end
+
+  # What every worker event carries (Naming.describe/1 adds it too).
+  defp with_carried(entry) do
+    carried = [:node, :worker_id, :pool_name, :python_pid, :correlation_id, :timestamp_ns]
+
+    %{
+      entry
+      | metadata: Enum.uniq(entry.metadata ++ carried),
+        sent: %{entry.sent | metadata: Enum.uniq(entry.sent.metadata ++ carried)}
+    }
+  end
 end
