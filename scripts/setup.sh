@@ -2,6 +2,8 @@
 # Installs what the project needs and is missing, then fetches dependencies:
 # - Elixir and Erlang headers from Debian (when running as root),
 # - a project-local Python virtualenv (.venv) from priv/python/requirements-dev.txt,
+# - the stubs' compiler in its own virtualenv (.venv-proto) from
+#   priv/python/requirements-proto.txt,
 # - the Rust crates (cargo fetch).
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
@@ -40,7 +42,7 @@ fi
 # Project-local virtualenv, rebuilt when the requirements change.
 req=priv/python/requirements-dev.txt
 stamp=.venv/.requirements.sha256
-want=$(cat priv/python/requirements*.txt | sha256sum | cut -d' ' -f1)
+want=$(cat priv/python/requirements.txt "$req" | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   if ! python3 -m venv --help >/dev/null 2>&1; then
     apt_install "python3-venv" "python3-venv"
@@ -50,6 +52,19 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$req"
   echo "$want" >"$stamp"
+fi
+
+# The pinned grpcio-tools of scripts/gen_proto.py and its drift test: it needs
+# protobuf<5, so it cannot share .venv, which has the newest protobuf.
+proto_req=priv/python/requirements-proto.txt
+proto_stamp=.venv-proto/.requirements.sha256
+proto_want=$(sha256sum "$proto_req" | cut -d' ' -f1)
+if [ ! -x .venv-proto/bin/python ] || [ "$(cat "$proto_stamp" 2>/dev/null)" != "$proto_want" ]; then
+  say "creating .venv-proto from $proto_req"
+  rm -rf .venv-proto
+  python3 -m venv .venv-proto
+  .venv-proto/bin/python -m pip install --quiet --disable-pip-version-check -r "$proto_req"
+  echo "$proto_want" >"$proto_stamp"
 fi
 
 say "fetching Rust crates"

@@ -76,6 +76,11 @@ if [ "${1:-}" != "--lint-only" ]; then
 
   run pytest bash -c "cd priv/python && ../../$venv/python -m pytest -q"
   count pytest "$(sum '[0-9]+ passed' "$logs/pytest.log")" "$(sum '[0-9]+ failed' "$logs/pytest.log")"
+
+  # The same suite against the lowest versions requirements.txt allows.
+  run pytest-lowest scripts/test_python_lowest.sh
+  count pytest-lowest "$(sum '[0-9]+ passed' "$logs/pytest-lowest.log")" \
+    "$(sum '[0-9]+ failed' "$logs/pytest-lowest.log")"
 fi
 
 section "summary"

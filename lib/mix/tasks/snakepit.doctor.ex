@@ -6,8 +6,8 @@ defmodule Mix.Tasks.Snakepit.Doctor do
 
       $ mix snakepit.doctor
         ok    python: 3.11.7 at /app/.venv/bin/python
-        ok    package grpcio: 1.85.1 (grpcio>=1.85.1,<2)
-        FAIL  package psutil: not installed (needs psutil>=5.9)
+        ok    package grpcio: 1.85.3 (grpcio>=1.49.1,<2)
+        FAIL  package psutil: not installed (needs psutil>=5.9.4)
               fix: run `mix snakepit.setup` ...
 
   Checked: the interpreter (found, Python 3.11 or newer), each package of

@@ -276,12 +276,21 @@ class _Client:
                 return
 
     async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()  # half-close: the server ends the stream cleanly
-        with contextlib.suppress(Exception):
+        # A half-close leaves the event stream open (as the reference worker
+        # does): cancelling the call is how a client ends it.
+        self.stop.set()
+        self.call.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(self.reader, 5)
-        self.reader.cancel()
+        await self.stream_detached()
         await self.channel.close()
         await self.server.stop(0)
+
+    async def stream_detached(self, timeout: float = 5.0) -> None:
+        """Waits until the server side has let go of the stream."""
+        deadline = time.monotonic() + timeout
+        while self.stream.stats()["attached"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
 
 
 def _producer(seconds: float, rate: float, burst: int) -> tuple[threading.Thread, list[float]]:

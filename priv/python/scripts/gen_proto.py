@@ -22,35 +22,108 @@ name becomes ``snakepit_bridge/proto/snakepit_bridge.proto``; the protobuf
 package ``snakepit.bridge`` and so the wire format and the gRPC method paths
 such as ``/snakepit.bridge.BridgeService/StreamTelemetry`` do not change.)
 
-The compiler is the one bundled with the pinned ``grpcio-tools`` (see
-``requirements-dev.txt``); the stubs record its version, so a different
-``grpcio-tools`` produces different bytes and ``tests/test_proto_stubs.py``
-fails until the pin and the stubs are updated together.
+The compiler is the one bundled with ``grpcio-tools``, pinned exactly in
+``requirements-proto.txt`` (which says why that version: its stubs carry no
+grpcio/protobuf version check, so they load with every version
+``requirements.txt`` allows). A different ``grpcio-tools`` produces different
+bytes, and ``tests/test_proto_stubs.py`` fails until the pin and the stubs are
+updated together. That ``grpcio-tools`` needs protobuf<5, so it is not in the
+project's ``.venv`` (the newest protobuf) but in its own virtualenv,
+``.venv-proto`` at the repository root (``scripts/setup.sh`` makes it). This
+script runs protoc with the first interpreter that has the pinned version:
+``$SNAKEPIT_PROTO_PYTHON`` if set (then only that one), else
+``.venv-proto/bin/python``, else the one running the script; with none it
+exits 2, saying how to make ``.venv-proto``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 PYTHON_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = PYTHON_ROOT.parents[1]
 PROTO_FILE = PYTHON_ROOT.parent / "proto" / "snakepit_bridge.proto"
 PACKAGE_PATH = Path("snakepit_bridge") / "proto"
 STUB_DIR = PYTHON_ROOT / PACKAGE_PATH
 GENERATED = ("snakepit_bridge_pb2.py", "snakepit_bridge_pb2.pyi", "snakepit_bridge_pb2_grpc.py")
+#: Pins the ``grpcio-tools`` that writes the committed stubs.
+TOOLS_REQUIREMENTS = PYTHON_ROOT / "requirements-proto.txt"
+#: The virtualenv that has it (``scripts/setup.sh`` makes it).
+TOOLS_VENV = REPO_ROOT / ".venv-proto"
+#: Names the interpreter to run protoc with instead (it must have the pin).
+TOOLS_PYTHON_ENV = "SNAKEPIT_PROTO_PYTHON"
+
+_VERSION_OF_TOOLS = "import importlib.metadata as m; print(m.version('grpcio-tools'))"
+
+
+class ToolsMissing(RuntimeError):
+    """No interpreter at hand has the pinned ``grpcio-tools``."""
+
+
+def pinned_tools_version(requirements: Path = TOOLS_REQUIREMENTS) -> str:
+    """The ``X`` of the ``grpcio-tools==X`` line in ``requirements``."""
+    found = re.search(r"^grpcio-tools==(\S+)", requirements.read_text("utf-8"), re.MULTILINE)
+    if not found:
+        raise ValueError(f"{requirements} has no grpcio-tools==VERSION line")
+    return found.group(1)
+
+
+def _tools_version(python: str) -> str | None:
+    """The ``grpcio-tools`` version installed for ``python``; None if it has
+    none or cannot be run."""
+    try:
+        result = subprocess.run(
+            [python, "-c", _VERSION_OF_TOOLS], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None
+
+
+def tools_python() -> str:
+    """An interpreter with the pinned ``grpcio-tools``: ``$SNAKEPIT_PROTO_PYTHON``
+    if set (then only that one), else ``.venv-proto``'s, else this one. Raises
+    ToolsMissing, saying what was found and how to make ``.venv-proto``."""
+    want = pinned_tools_version()
+    explicit = os.environ.get(TOOLS_PYTHON_ENV)
+    venv_python = TOOLS_VENV / "bin" / "python"
+    if explicit:
+        candidates = [explicit]
+    else:
+        candidates = [str(venv_python)] if venv_python.exists() else []
+        candidates.append(sys.executable)
+    found = []
+    for python in candidates:
+        have = _tools_version(python)
+        if have == want:
+            return python
+        if have:
+            found.append(f"{python} has grpcio-tools {have}")
+        else:
+            found.append(f"{python} has none" if Path(python).exists() else f"no {python}")
+    requirements = TOOLS_REQUIREMENTS.relative_to(REPO_ROOT)
+    raise ToolsMissing(
+        f"grpcio-tools=={want} (pinned in {requirements}) is not installed "
+        f"({'; '.join(found)}). Run scripts/setup.sh, or in {REPO_ROOT}: "
+        f"python3 -m venv .venv-proto && .venv-proto/bin/python -m pip install -r {requirements}"
+    )
 
 
 def generate(out_dir: Path, proto_file: Path = PROTO_FILE) -> list[Path]:
-    """Runs protoc on ``proto_file`` and writes the stubs into ``out_dir``
-    (created if needed); returns the paths written. Raises RuntimeError if
-    protoc fails."""
-    import grpc_tools
-    from grpc_tools import protoc
-
-    well_known = Path(grpc_tools.__file__).resolve().parent / "_proto"
+    """Runs the pinned protoc (see ``tools_python``) on ``proto_file`` and
+    writes the stubs into ``out_dir`` (created if needed); returns the paths
+    written. Raises ToolsMissing without the pinned ``grpcio-tools``, and
+    RuntimeError if protoc fails."""
+    python = tools_python()
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="snakepit-proto-") as tmp:
         include = Path(tmp) / "include"
@@ -59,19 +132,28 @@ def generate(out_dir: Path, proto_file: Path = PROTO_FILE) -> list[Path]:
         shutil.copyfile(proto_file, staged)
         gen = Path(tmp) / "gen"
         gen.mkdir()
-        code = protoc.main(
+        # `python -m grpc_tools.protoc` adds the include root of the
+        # well-known types (google/protobuf/*.proto) bundled with it.
+        result = subprocess.run(
             [
+                python,
+                "-m",
                 "grpc_tools.protoc",
                 f"-I{include}",
-                f"-I{well_known}",
                 f"--python_out={gen}",
                 f"--pyi_out={gen}",
                 f"--grpc_python_out={gen}",
                 str(staged.relative_to(include)),
-            ]
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
-        if code != 0:
-            raise RuntimeError(f"protoc failed with exit code {code} on {proto_file}")
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"protoc ({python}) failed with exit code {result.returncode} on "
+                f"{proto_file}: {result.stderr.strip()}"
+            )
         written = []
         for name in GENERATED:
             target = out_dir / name
@@ -98,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=STUB_DIR, help=f"default: {STUB_DIR}")
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if stale")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except ToolsMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.check:
         stale = stale_files(args.out)
         if stale:

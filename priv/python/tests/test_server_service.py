@@ -29,6 +29,7 @@ from bridge_harness import (
     wait_until,
 )
 from conftest import PYTHON_ROOT, RecordingBackend, subprocess_env
+from google.protobuf import any_pb2
 
 import grpc_server
 from snakepit_bridge import telemetry, tools
@@ -213,7 +214,9 @@ def _recurse(n: int) -> None:
         (
             pb.ExecuteToolRequest(
                 tool_name="ping",
-                parameters={"x": {"type_url": grpc_server.JSON_TYPE_URL, "value": b"{oops"}},
+                # An Any, not a dict: protobuf 5.27 and older take no dict for
+                # a message-typed map value.
+                parameters={"x": any_pb2.Any(type_url=grpc_server.JSON_TYPE_URL, value=b"{oops")},
             ),
             "parameter 'x' is not JSON",
         ),

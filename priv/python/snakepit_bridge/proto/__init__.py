@@ -5,7 +5,8 @@
   ``BridgeServiceServicer``, ``add_BridgeServiceServicer_to_server``.
 
 Never edit them: run ``python priv/python/scripts/gen_proto.py`` after changing
-the ``.proto`` (``tests/test_proto_stubs.py`` fails while they are stale). They
-need ``grpcio``/``protobuf`` versions compatible with the pinned ``grpcio-tools``
-(see ``requirements.txt``).
+the ``.proto`` (``tests/test_proto_stubs.py`` fails while they are stale). The
+pinned ``grpcio-tools`` that writes them (``requirements-proto.txt``) puts no
+version check in them: they load with every ``grpcio``/``protobuf`` that
+``requirements.txt`` allows.
 """

@@ -1,12 +1,9 @@
-import datetime
-
 from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -22,7 +19,7 @@ class PingResponse(_message.Message):
     SERVER_TIME_FIELD_NUMBER: _ClassVar[int]
     message: str
     server_time: _timestamp_pb2.Timestamp
-    def __init__(self, message: _Optional[str] = ..., server_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, message: _Optional[str] = ..., server_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ExecuteToolRequest(_message.Message):
     __slots__ = ("session_id", "tool_name", "parameters", "metadata", "stream", "binary_parameters")
@@ -59,7 +56,7 @@ class ExecuteToolRequest(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     stream: bool
     binary_parameters: _containers.ScalarMap[str, bytes]
-    def __init__(self, session_id: _Optional[str] = ..., tool_name: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _any_pb2.Any]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., stream: _Optional[bool] = ..., binary_parameters: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., tool_name: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _any_pb2.Any]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., stream: bool = ..., binary_parameters: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class ExecuteToolResponse(_message.Message):
     __slots__ = ("success", "result", "error_message", "metadata", "execution_time_ms", "binary_result")
@@ -82,7 +79,7 @@ class ExecuteToolResponse(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     execution_time_ms: int
     binary_result: bytes
-    def __init__(self, success: _Optional[bool] = ..., result: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., error_message: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., execution_time_ms: _Optional[int] = ..., binary_result: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, success: bool = ..., result: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., error_message: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., execution_time_ms: _Optional[int] = ..., binary_result: _Optional[bytes] = ...) -> None: ...
 
 class TelemetryEvent(_message.Message):
     __slots__ = ("event_parts", "measurements", "metadata", "timestamp_ns", "correlation_id")
@@ -136,7 +133,7 @@ class TelemetryToggle(_message.Message):
     __slots__ = ("enabled",)
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
-    def __init__(self, enabled: _Optional[bool] = ...) -> None: ...
+    def __init__(self, enabled: bool = ...) -> None: ...
 
 class TelemetrySamplingUpdate(_message.Message):
     __slots__ = ("sampling_rate", "event_patterns")
