@@ -51,6 +51,13 @@ defmodule Snakepit.Telemetry.Native do
   def catalog_summary, do: not_loaded()
   def catalog_version, do: not_loaded()
   def catalog_install(_extension_json), do: not_loaded()
+  def fake_worker_start, do: not_loaded()
+
+  def fake_worker_emit(_handle, _name, _measurements, _metadata, _correlation_id),
+    do: not_loaded()
+
+  def fake_worker_state(_handle), do: not_loaded()
+  def fake_worker_kill(_handle), do: not_loaded()
   def catalog_installed_summary, do: not_loaded()
 
   ## gRPC streams (one Rust task per worker)

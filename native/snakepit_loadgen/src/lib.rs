@@ -5,7 +5,7 @@
 
 pub mod cli;
 pub mod config;
-pub mod control;
+pub use snakepit_telemetry_core::worker_controls as control;
 pub mod frame;
 pub mod generator;
 pub use snakepit_telemetry_core::glob;

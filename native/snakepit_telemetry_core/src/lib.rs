@@ -15,7 +15,9 @@
 //! - `budget`: the bound on a producer's queued items and bytes;
 //! - `lifecycle`: stream states, typed disconnects and the gRPC status
 //!   events; `reconnect`: backoff;
-//! - `raw_frames`, `wire`: the tonic codec and the generated protobuf types.
+//! - `raw_frames`, `wire`: the tonic codec and the generated protobuf types;
+//! - `worker_controls`: the worker side of the controls (what a worker
+//!   keeps, filters and samples), for the Rust peers.
 
 pub mod budget;
 pub mod catalog;
@@ -32,3 +34,4 @@ pub mod totals;
 pub mod units;
 pub mod validate;
 pub mod wire;
+pub mod worker_controls;

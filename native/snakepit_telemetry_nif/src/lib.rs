@@ -10,6 +10,7 @@ mod config;
 mod control;
 mod dispatch;
 mod encode;
+mod fake_worker;
 mod ingest;
 mod json_term;
 mod nif_clock;

@@ -1,8 +1,10 @@
-//! What the client asked of a stream through its control frames: on/off,
-//! sampling and allow/deny filters, with the Python worker's semantics.
+//! What the client asked of a worker's stream through its control frames:
+//! on/off, sampling and allow/deny filters, with the Python worker's
+//! semantics. The worker side of the controls, for the peers written in
+//! Rust: the load generator and the NIF's fake worker for users' tests.
 
-use snakepit_telemetry_core::wire::telemetry_control::Control;
-use snakepit_telemetry_core::wire::TelemetryControl;
+use crate::wire::telemetry_control::Control;
+use crate::wire::TelemetryControl;
 
 use crate::glob::{any_matches, Glob};
 
@@ -111,9 +113,7 @@ fn globs(patterns: &[String]) -> Vec<Glob> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use snakepit_telemetry_core::wire::{
-        TelemetryEventFilter, TelemetrySamplingUpdate, TelemetryToggle,
-    };
+    use crate::wire::{TelemetryEventFilter, TelemetrySamplingUpdate, TelemetryToggle};
 
     fn toggle(enabled: bool) -> TelemetryControl {
         TelemetryControl {
