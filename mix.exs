@@ -1,14 +1,16 @@
-# The Mix compiler that builds the Rust NIF lives outside lib/ so it exists
-# before the project compiles (no Hex, no :rustler package needed). It is
-# compiled to a .beam (rebuilt when its source changes) rather than loaded
-# from source, so `mix help compile.snakepit_nif` finds its documentation.
+# The Mix compiler that installs the Rust NIF (precompiled or built with
+# cargo) and its helpers live in mix/, outside lib/, so they exist before
+# the project compiles (no Hex, no :rustler package needed). They are
+# compiled to .beam files (rebuilt when a source changes) rather than loaded
+# from source, so `mix help compile.snakepit_nif` finds the documentation.
 unless Code.ensure_loaded?(Mix.Tasks.Compile.SnakepitNif) do
-  source = Path.expand("mix/tasks/compile.snakepit_nif.ex", __DIR__)
+  sources = Path.wildcard(Path.expand("mix/**/*.ex", __DIR__))
   out = Path.expand("_build/mix_tasks", __DIR__)
 
-  if Mix.Utils.stale?([source], [Path.join(out, "Elixir.Mix.Tasks.Compile.SnakepitNif.beam")]) do
+  if Mix.Utils.stale?(sources, [Path.join(out, "Elixir.Mix.Tasks.Compile.SnakepitNif.beam")]) do
+    File.rm_rf!(out)
     File.mkdir_p!(out)
-    {:ok, _, _} = Kernel.ParallelCompiler.compile_to_path([source], out)
+    {:ok, _, _} = Kernel.ParallelCompiler.compile_to_path(sources, out)
   end
 
   Code.prepend_path(out)

@@ -1,13 +1,30 @@
 defmodule Mix.Tasks.Compile.SnakepitNif do
-  @shortdoc "Builds the Rust telemetry NIF with cargo"
+  @shortdoc "Installs the Rust telemetry NIF: precompiled, or built with cargo"
   @moduledoc """
-  Builds `native/snakepit_telemetry_nif` with `cargo build --release` and
-  places the library at `priv/native/snakepit_telemetry_nif.so`.
+  Installs the Rust telemetry NIF at `priv/native/snakepit_telemetry_nif.so`:
+  a precompiled artifact when the release has one for this machine, else a
+  source build of `native/snakepit_telemetry_nif` with cargo.
 
-  Runs only when a Rust source, a Cargo manifest or lock file, or the event
-  catalog (`priv/catalog/*.json`, compiled into the crate) is newer than the
-  library, so a warm `mix compile` costs nothing. Listed in the project's
-  `compilers:` ahead of the Elixir compiler; no Hex package is involved.
+  **Precompiled** (no Rust toolchain needed), as rustler_precompiled does:
+  the artifact `libsnakepit_telemetry_nif-v<version>-nif-<nif version>-<target>.so.tar.gz`
+  for the running target (e.g. `x86_64-unknown-linux-gnu`) and NIF version
+  (e.g. `2.16`) is fetched from the base URL with OTP's `:httpc` (proxies
+  from `http_proxy`/`https_proxy`/`no_proxy`, the system's CA certificates
+  or `SNAKEPIT_TELEMETRY_CACERTFILE`; a `file://` URL reads a local mirror),
+  checked against the SHA-256 in `checksum-Elixir.Snakepit.Telemetry.Native.exs`
+  (committed with each release; a mismatch is an error, never a fallback)
+  and unpacked. Used when that file lists an artifact for this machine.
+
+  **Source build** otherwise: when the checksum file has no artifact for
+  this target or NIF version, the version is a pre-release, or it is forced
+  (`SNAKEPIT_TELEMETRY_BUILD=1`, or `config :snakepit_telemetry,
+  force_build: true`). Runs only when a Rust source, a Cargo manifest or
+  lock file, or the event catalog (`priv/catalog/*.json`, compiled into the
+  crate) is newer than the library, so a warm `mix compile` costs nothing.
+
+  Listed in the project's `compilers:` ahead of the Elixir compiler; no Hex
+  package is involved. `mix snakepit.nif.package` makes the artifact of
+  this machine's build and records its checksum.
 
   ## Options
 
@@ -15,6 +32,11 @@ defmodule Mix.Tasks.Compile.SnakepitNif do
 
   ## Environment
 
+    * `SNAKEPIT_TELEMETRY_BUILD` - `1` forces the source build
+    * `SNAKEPIT_TELEMETRY_NIF_URL` - base URL of the artifacts (default: the
+      release page; `config :snakepit_telemetry, nif_base_url: ...` too),
+      e.g. `file:///mirror/snakepit` for an air-gapped mirror
+    * `SNAKEPIT_TELEMETRY_CACERTFILE` - CA bundle for https
     * `SNAKEPIT_CARGO` - the cargo binary (default `cargo`)
     * `SNAKEPIT_TELEMETRY_PROFILE` - the Cargo profile: `release` (default;
       no debug info) or `profiling` (line tables, for `perf` and
@@ -25,16 +47,104 @@ defmodule Mix.Tasks.Compile.SnakepitNif do
 
   @crate "snakepit_telemetry_nif"
 
+  alias SnakepitNif.Precompiled
+
   @impl true
   def run(args) do
     {opts, _, _} = OptionParser.parse(args, switches: [force: :boolean])
     root = root()
 
+    case decision(root) do
+      {:download, artifact, sum} -> precompiled(root, artifact, sum)
+      {:build, reason} -> source_build(root, reason, opts)
+    end
+  end
+
+  @doc false
+  def decision(root) do
+    Precompiled.decide(%{
+      version: Mix.Project.config()[:version],
+      env: System.get_env("SNAKEPIT_TELEMETRY_BUILD"),
+      force_build: Application.get_env(:snakepit_telemetry, :force_build, false),
+      checksums: Precompiled.read_checksums(root),
+      target: Precompiled.target(),
+      nif_version: Precompiled.nif_version()
+    })
+  end
+
+  defp source_build(root, reason, opts) do
     if opts[:force] || Mix.Utils.stale?(sources(root), [target(root)]) ||
          built_profile(root) != profile() do
+      Mix.shell().info("==> snakepit_nif: building from source (#{why(reason)})")
       build(root)
     else
       {:noop, []}
+    end
+  end
+
+  defp why(:forced), do: "SNAKEPIT_TELEMETRY_BUILD is set"
+  defp why(:configured), do: "config :snakepit_telemetry, force_build: true"
+  defp why(:prerelease), do: "a pre-release version"
+  defp why({:no_artifact, name}), do: "no precompiled #{name} in the checksum file"
+  defp why({:unsupported_target, arch}), do: "no precompiled NIFs for #{arch}"
+
+  # The artifact, fetched, checked and unpacked; nothing to do when the one
+  # installed is that artifact already.
+  defp precompiled(root, artifact, sum) do
+    marker = target(root) <> ".profile"
+
+    if File.exists?(target(root)) and File.read(marker) == {:ok, "precompiled " <> sum} do
+      {:noop, []}
+    else
+      url =
+        String.trim_trailing(Precompiled.base_url(Mix.Project.config()[:version]), "/") <>
+          "/" <> artifact
+
+      Mix.shell().info("==> snakepit_nif: using the precompiled #{artifact} (#{url})")
+
+      with {:ok, body} <- fetched(url),
+           :ok <- verified(body, sum, artifact),
+           {:ok, so} <- unpacked(body) do
+        File.mkdir_p!(Path.dirname(target(root)))
+        tmp = target(root) <> ".tmp"
+        File.write!(tmp, so)
+        File.rename!(tmp, target(root))
+        File.write!(marker, "precompiled " <> sum)
+        {:ok, []}
+      end
+    end
+  end
+
+  defp fetched(url) do
+    case Precompiled.fetch(url) do
+      {:ok, body} ->
+        {:ok, body}
+
+      {:error, reason} ->
+        error(
+          "cannot download #{url}: #{inspect(reason)}. Set SNAKEPIT_TELEMETRY_NIF_URL to a " <>
+            "mirror (file:// works), or SNAKEPIT_TELEMETRY_BUILD=1 to build from source with cargo."
+        )
+    end
+  end
+
+  defp verified(body, sum, artifact) do
+    case Precompiled.checksum(body) do
+      ^sum ->
+        :ok
+
+      other ->
+        error(
+          "checksum mismatch for #{artifact}: expected #{sum}, got #{other}. The download " <>
+            "is refused (a tampered or corrupt artifact, or a stale checksum file)."
+        )
+    end
+  end
+
+  defp unpacked(body) do
+    case Precompiled.unpack(body) do
+      {:ok, so} -> {:ok, so}
+      {:error, reason} -> error("the artifact is not usable: #{inspect(reason)}")
     end
   end
 
@@ -88,9 +198,16 @@ defmodule Mix.Tasks.Compile.SnakepitNif do
 
   # cargo names the library per platform; the BEAM loads "<name>.so" on unix.
   defp install(root) do
+    # With CARGO_BUILD_TARGET (a release job), cargo writes under target/<triple>/.
+    dir =
+      case System.get_env("CARGO_BUILD_TARGET") do
+        nil -> Path.join([root, "target", profile()])
+        triple -> Path.join([root, "target", triple, profile()])
+      end
+
     built =
       ["lib#{@crate}.so", "lib#{@crate}.dylib"]
-      |> Enum.map(&Path.join([root, "target", profile(), &1]))
+      |> Enum.map(&Path.join(dir, &1))
       |> Enum.find(&File.exists?/1)
 
     if built do
