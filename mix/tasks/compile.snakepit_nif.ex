@@ -198,11 +198,14 @@ defmodule Mix.Tasks.Compile.SnakepitNif do
 
   # cargo names the library per platform; the BEAM loads "<name>.so" on unix.
   defp install(root) do
-    # With CARGO_BUILD_TARGET (a release job), cargo writes under target/<triple>/.
+    # Where cargo wrote it: CARGO_TARGET_DIR (else target/), and under
+    # <triple>/ with CARGO_BUILD_TARGET (a release job).
+    target_dir = System.get_env("CARGO_TARGET_DIR") || Path.join(root, "target")
+
     dir =
       case System.get_env("CARGO_BUILD_TARGET") do
-        nil -> Path.join([root, "target", profile()])
-        triple -> Path.join([root, "target", triple, profile()])
+        nil -> Path.join(target_dir, profile())
+        triple -> Path.join([target_dir, triple, profile()])
       end
 
     built =
