@@ -1,6 +1,6 @@
 # Task runner. The README's quick start uses `make demo` and `make test`;
 # both install what is missing first (scripts/setup.sh).
-.PHONY: setup demo demo-stderr test lint fmt clean bench soak
+.PHONY: setup demo demo-stderr demo-cluster test lint fmt clean bench soak
 
 setup:
 	@scripts/setup.sh
@@ -10,6 +10,10 @@ demo: setup
 
 demo-stderr: setup
 	mix run examples/stderr_demo.exs
+
+# Three BEAM nodes on this machine: this one controls the others' workers.
+demo-cluster: setup
+	mix run examples/cluster_demo.exs
 
 test: setup
 	@scripts/test.sh

@@ -73,7 +73,9 @@ defmodule Snakepit.PrecompiledNifTest do
   end
 
   defp copy_project(to) do
-    {files, 0} = System.cmd("git", ["ls-files"], cd: @library)
+    # Tracked and new (not ignored) files: what a commit of this tree would hold.
+    {files, 0} =
+      System.cmd("git", ["ls-files", "--cached", "--others", "--exclude-standard"], cd: @library)
 
     for file <- String.split(files, "\n", trim: true),
         File.regular?(Path.join(@library, file)) do

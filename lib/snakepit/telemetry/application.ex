@@ -22,6 +22,9 @@ defmodule Snakepit.Telemetry.Application do
 
     children = [
       {Registry, keys: :unique, name: Snakepit.Registry},
+      # Cluster membership (:pg), before the processes that join it.
+      Snakepit.Telemetry.Cluster,
+      Snakepit.Telemetry.Cluster.Directory,
       # Before GrpcStream, which it outlives: settings survive its restarts.
       Snakepit.Telemetry.Settings,
       Snakepit.Telemetry.GrpcStream | pools

@@ -33,7 +33,7 @@ defmodule Snakepit.Telemetry.GrpcStream do
   require Logger
 
   alias Snakepit.Stray
-  alias Snakepit.Telemetry.{Control, Native, Settings}
+  alias Snakepit.Telemetry.{Cluster, Control, Native, Settings}
   alias Snakepit.Telemetry.GrpcStream.Registration
 
   @table __MODULE__.Registry
@@ -191,6 +191,14 @@ defmodule Snakepit.Telemetry.GrpcStream do
   end
 
   def settings(worker_id) do
+    case local_settings(worker_id) do
+      {:error, :unknown_worker} -> Cluster.forward(worker_id, :local_settings, [worker_id])
+      result -> result
+    end
+  end
+
+  @doc false
+  def local_settings(worker_id) do
     with {:ok, entry} <- lookup(worker_id) do
       {:ok, Settings.describe(Settings.in_force(worker_id, entry.ctx[:pool_name]))}
     end
@@ -202,19 +210,26 @@ defmodule Snakepit.Telemetry.GrpcStream do
   and is sent to the affected registered workers at once.
   """
   @spec clear_settings(target) :: :ok | error
-  def clear_settings({:pool, pool} = target) do
+  def clear_settings({:pool, _} = target) do
     with :ok <- pool_name(target) do
       :ok = Settings.replace(target, [])
+      :ok = local_pool_control(target, [:toggle, :sampling, :filter])
 
-      for {_, e} <- rows(),
-          e.ctx[:pool_name] == pool,
-          do: resend(e, [:toggle, :sampling, :filter])
-
-      :ok
+      cluster_result(
+        Cluster.multicall(:local_pool_control, [target, [:toggle, :sampling, :filter]])
+      )
     end
   end
 
   def clear_settings(worker_id) do
+    case local_clear(worker_id) do
+      {:error, :unknown_worker} -> Cluster.forward(worker_id, :local_clear, [worker_id])
+      result -> result
+    end
+  end
+
+  @doc false
+  def local_clear(worker_id) do
     with {:ok, entry} <- lookup(worker_id) do
       :ok = Settings.replace({:worker, worker_id}, [])
       resend(entry, [:toggle, :sampling, :filter])
@@ -228,14 +243,35 @@ defmodule Snakepit.Telemetry.GrpcStream do
          state: :open, rpc: "StreamTelemetryBatched", events_delivered: 1200,
          rejected: 0, python_dropped: 0, reconnects: 0, last_error: nil}]
 
-  `state` is `:connecting`, `:open`, `:backoff` or `:ended`.
+  `state` is `:connecting`, `:open`, `:backoff` or `:ended`; `node` is the
+  node that streams it. `list_streams(scope: :cluster)` asks every
+  connected node too (`Snakepit.Telemetry.Cluster`) and returns
+  `%{streams: rows, unreachable: nodes}`: what the nodes that answered
+  said, and the nodes that did not.
   """
-  @spec list_streams() :: [map]
-  def list_streams do
+  @spec list_streams(keyword) :: [map] | %{streams: [map], unreachable: [node]} | error
+  def list_streams(opts \\ [])
+
+  def list_streams(scope: :cluster) do
+    {answers, unreachable} = Cluster.multicall(:list_streams, [])
+    rows = list_streams() ++ Enum.flat_map(answers, fn {_node, rows} -> List.wrap(rows) end)
+    %{streams: Enum.sort_by(rows, &{&1.worker_id, &1.node}), unreachable: unreachable}
+  end
+
+  def list_streams([]), do: local_streams()
+  def list_streams(scope: :local), do: local_streams()
+  def list_streams(other), do: {:error, {:invalid_option, other}}
+
+  defp local_streams do
     for {worker_id, entry} <- rows() do
       stats = Native.stream_stats(entry.handle)
 
-      %{worker_id: worker_id, endpoint: entry.endpoint, pool_name: entry.ctx[:pool_name]}
+      %{
+        worker_id: worker_id,
+        node: node(),
+        endpoint: entry.endpoint,
+        pool_name: entry.ctx[:pool_name]
+      }
       |> Map.merge(
         Map.take(stats, [
           :state,
@@ -286,12 +322,21 @@ defmodule Snakepit.Telemetry.GrpcStream do
   """
   @spec stats(worker_id) :: {:ok, map} | error
   def stats(worker_id) do
+    case local_stats(worker_id) do
+      {:error, :unknown_worker} -> Cluster.forward(worker_id, :local_stats, [worker_id])
+      result -> result
+    end
+  end
+
+  @doc false
+  def local_stats(worker_id) do
     case lookup(worker_id) do
       {:ok, entry} ->
         stats = Native.stream_stats(entry.handle)
 
         {:ok,
          Map.merge(stats, %{
+           node: node(),
            endpoint: entry.endpoint,
            registered_at: entry.registered_at,
            accounting: accounting(stats)
@@ -335,20 +380,51 @@ defmodule Snakepit.Telemetry.GrpcStream do
   # Control frames go straight to the Rust task's channel from the caller:
   # no GenServer hop, so a busy dispatcher never delays them. They are
   # recorded first (Settings), so a later stream of the worker gets them.
-  defp control({:pool, pool} = target, control) do
+  # A pool's setting is recorded here (Settings copies it to every node)
+  # and sent to the pool's workers on every node.
+  defp control({:pool, _} = target, control) do
     with :ok <- pool_name(target) do
       :ok = Settings.put(target, control)
-      kind = Settings.kind(control)
-      for {_, e} <- rows(), e.ctx[:pool_name] == pool, do: resend(e, [kind])
-      :ok
+      :ok = local_pool_control(target, Settings.kind(control))
+      cluster_result(Cluster.multicall(:local_pool_control, [target, Settings.kind(control)]))
     end
   end
 
   defp control(worker_id, control) do
+    case local_control(worker_id, control) do
+      {:error, :unknown_worker} ->
+        Cluster.forward(worker_id, :local_control, [worker_id, control])
+
+      result ->
+        result
+    end
+  end
+
+  @doc false
+  # The control for a worker streamed by this node (or :unknown_worker).
+  def local_control(worker_id, control) do
     with {:ok, entry} <- lookup(worker_id) do
       :ok = Settings.put({:worker, worker_id}, control)
       Native.stream_control(entry.handle, control)
     end
+  end
+
+  @doc false
+  # Sends this node's workers of a pool what is in force for `kinds`.
+  def local_pool_control({:pool, pool}, kinds) do
+    for {_, e} <- rows(), e.ctx[:pool_name] == pool, do: resend(e, List.wrap(kinds))
+    :ok
+  end
+
+  defp cluster_result({_answers, []}), do: :ok
+  defp cluster_result({_answers, unreachable}), do: {:error, {:nodes_unreachable, unreachable}}
+
+  @doc false
+  # Settings arrived from another node: this node's workers get what is now
+  # in force (Settings calls this; a cast, so it never waits).
+  def settings_changed(layers) do
+    if pid = Process.whereis(__MODULE__), do: GenServer.cast(pid, {:settings_changed, layers})
+    :ok
   end
 
   # Sends a registered worker what is now in force for these kinds.
@@ -407,7 +483,22 @@ defmodule Snakepit.Telemetry.GrpcStream do
     # state: nothing an exit reason or crash report carries holds one (and
     # the NIF monitors this process, so the tasks end with it regardless).
     :ets.new(@handles, [:named_table, :protected, :set])
-    {:ok, %{stopping: %{}, owners: %{}}}
+    {:ok, rejoin(%{stopping: %{}, owners: %{}, cluster: nil})}
+  end
+
+  # Joins the cluster's groups (the streams group and every worker id), and
+  # watches the :pg scope: a scope that restarted has lost our memberships.
+  defp rejoin(state) do
+    case Process.whereis(Cluster.scope()) do
+      nil ->
+        Process.send_after(self(), :rejoin_cluster, 200)
+        %{state | cluster: nil}
+
+      pid ->
+        Cluster.join_streams()
+        for {worker_id, _} <- rows(), do: Cluster.join(worker_id)
+        %{state | cluster: Process.monitor(pid)}
+    end
   end
 
   @impl true
@@ -440,7 +531,19 @@ defmodule Snakepit.Telemetry.GrpcStream do
     end
   end
 
+  def handle_cast({:settings_changed, layers}, state) when is_list(layers) do
+    for {_, e} <- rows(),
+        Enum.any?(layers, &affects?(&1, e)),
+        do: resend(e, [:toggle, :sampling, :filter])
+
+    {:noreply, state}
+  end
+
   def handle_cast(message, state), do: Stray.cast(__MODULE__, message, state)
+
+  defp affects?({:worker, id}, e), do: e.ctx.worker_id == id
+  defp affects?({:pool, pool}, e), do: e.ctx[:pool_name] == pool
+  defp affects?(_layer, _e), do: false
 
   @impl true
   def handle_info({:snakepit_telemetry_batch, id, events}, state) when is_list(events) do
@@ -502,6 +605,13 @@ defmodule Snakepit.Telemetry.GrpcStream do
   end
 
   # A registration's owner exited: its stream ends with it.
+  def handle_info({:DOWN, monitor, :process, _, _}, %{cluster: monitor} = state) do
+    Process.send_after(self(), :rejoin_cluster, 50)
+    {:noreply, %{state | cluster: nil}}
+  end
+
+  def handle_info(:rejoin_cluster, %{cluster: nil} = state), do: {:noreply, rejoin(state)}
+
   def handle_info({:DOWN, monitor, :process, _, _}, state)
       when is_map_key(state.owners, monitor) do
     {worker_id, owners} = Map.pop(state.owners, monitor)
@@ -527,7 +637,11 @@ defmodule Snakepit.Telemetry.GrpcStream do
   defp register(reg, request, state) do
     case :ets.lookup(@table, reg.ctx.worker_id) do
       [] ->
-        start(reg, request, state)
+        # Worker ids are cluster-wide: another node's stream keeps its id.
+        case Cluster.owner(reg.ctx.worker_id) do
+          nil -> start(reg, request, state)
+          node -> {:reply, {:error, {:already_registered, {:node, node}}}, state}
+        end
 
       [{_, %{endpoint: e, ctx: c, opts: o, owner: owner} = old}]
       when e == reg.endpoint and c == reg.ctx and o == reg.opts and owner == reg.owner ->
@@ -582,6 +696,7 @@ defmodule Snakepit.Telemetry.GrpcStream do
 
     :ets.insert(@table, {reg.ctx.worker_id, entry})
     :ets.insert(@handles, {id, handle})
+    Cluster.join(reg.ctx.worker_id)
     # What was set for this worker id or its pool before (a restarted worker,
     # a re-registration, a restarted GrpcStream) is in force from its first
     # stream on.
@@ -596,6 +711,7 @@ defmodule Snakepit.Telemetry.GrpcStream do
   # task confirms its end (in-flight batches still return credit).
   defp stop_entry(entry, state) do
     :ets.delete(@table, entry.ctx.worker_id)
+    Cluster.leave(entry.ctx.worker_id)
     Native.stream_stop(entry.handle)
     if entry.monitor, do: Process.demonitor(entry.monitor, [:flush])
     {entry.id, %{state | owners: Map.delete(state.owners, entry.monitor)}}
@@ -603,7 +719,11 @@ defmodule Snakepit.Telemetry.GrpcStream do
 
   # A task that ended on its own (a panic): drop its registration.
   defp forget_ended(state, id) do
-    :ets.match_delete(@table, {:_, %{id: id}})
+    for {worker_id, %{id: ^id}} <- :ets.tab2list(@table) do
+      :ets.delete(@table, worker_id)
+      Cluster.leave(worker_id)
+    end
+
     state
   end
 

@@ -14,7 +14,11 @@ defmodule Snakepit.Telemetry.Settings do
   otherwise the default (on, every event, no filter).
 
   The table belongs to this process, which does nothing else, so it
-  outlives `GrpcStream` restarts. `GrpcStream` reads it when a stream
+  outlives `GrpcStream` restarts. In a cluster the worker and pool layers
+  are copied to every connected node (the newest write wins), and a node
+  that connects gets every node's settings: a node that restarts has them
+  back before its workers are told, and the workers already streaming are
+  sent what changed (`Snakepit.Telemetry.Cluster`). `GrpcStream` reads it when a stream
   starts and writes it through `put/2` when a control is made; users call
   `GrpcStream.settings/1`, `update_sampling/3`, `toggle/2`,
   `update_filter/2` and `clear_settings/1`.
@@ -96,16 +100,28 @@ defmodule Snakepit.Telemetry.Settings do
 
   defp row(layer) do
     case :ets.whereis(@table) != :undefined and :ets.lookup(@table, layer) do
-      [{_, row}] -> row
+      [{_, row, _stamp}] -> row
       _ -> %{}
     end
   end
 
+  @doc false
+  # From another node: its newer rows win (a cast: never blocks the sender).
+  def merge(rows) when is_list(rows), do: GenServer.cast(__MODULE__, {:merge, rows})
+
   @impl true
   def init(_opts) do
     :ets.new(@table, [:named_table, :protected, :set, read_concurrency: true])
+    :ok = :net_kernel.monitor_nodes(true)
+    # A node that (re)starts asks the others for theirs: they may have sent
+    # them on nodeup before this process was there to take them.
+    broadcast(Node.list(), :sync, [node()])
     {:ok, nil}
   end
+
+  @doc false
+  # Another node asks for our shared settings.
+  def sync(to) when is_atom(to), do: GenServer.cast(__MODULE__, {:sync, to})
 
   # Any process may call: a bad layer or control is an error, never a crash
   # that would lose every setting.
@@ -131,23 +147,68 @@ defmodule Snakepit.Telemetry.Settings do
   defp control?(_), do: false
 
   defp store({:put, layer, controls}, _from, state) do
-    :ets.insert(@table, {layer, Enum.reduce(controls, row(layer), &Map.put(&2, kind(&1), &1))})
-    {:reply, :ok, state}
-  end
-
-  defp store({:replace, layer, []}, _from, state) do
-    :ets.delete(@table, layer)
+    write(layer, Enum.reduce(controls, row(layer), &Map.put(&2, kind(&1), &1)))
     {:reply, :ok, state}
   end
 
   defp store({:replace, layer, controls}, _from, state) do
-    :ets.insert(@table, {layer, Map.new(controls, &{kind(&1), &1})})
+    # A cleared layer stays as an empty row: the clearing reaches other nodes.
+    write(layer, Map.new(controls, &{kind(&1), &1}))
     {:reply, :ok, state}
   end
 
-  @impl true
-  def handle_cast(message, state), do: Stray.cast(__MODULE__, message, state)
+  defp write(layer, row) do
+    stamp = {System.system_time(), node()}
+    :ets.insert(@table, {layer, row, stamp})
+    if shared?(layer), do: broadcast(Node.list(), [{layer, row, stamp}])
+  end
+
+  # A pool's initial settings come from each node's own configuration.
+  defp shared?({:pool_initial, _}), do: false
+  defp shared?(_), do: true
+
+  defp broadcast(nodes, rows), do: broadcast(nodes, :merge, [rows])
+  defp broadcast([], _fun, _args), do: :ok
+  defp broadcast(nodes, fun, args), do: :erpc.multicast(nodes, __MODULE__, fun, args)
+
+  defp shared_rows, do: for({layer, _, _} = r <- :ets.tab2list(@table), shared?(layer), do: r)
 
   @impl true
+  def handle_cast({:merge, rows}, state) when is_list(rows) do
+    changed =
+      for {layer, row, {time, from} = stamp} <- rows,
+          layer?(layer) and shared?(layer) and is_map(row) and is_integer(time) and is_atom(from),
+          Enum.all?(row, fn {k, c} -> control?(c) and kind(c) == k end),
+          newer?(layer, stamp) do
+        :ets.insert(@table, {layer, row, stamp})
+        layer
+      end
+
+    if changed != [], do: Snakepit.Telemetry.GrpcStream.settings_changed(changed)
+    {:noreply, state}
+  end
+
+  def handle_cast({:sync, to}, state) when is_atom(to) do
+    if to in Node.list(), do: broadcast([to], shared_rows())
+    {:noreply, state}
+  end
+
+  def handle_cast(message, state), do: Stray.cast(__MODULE__, message, state)
+
+  # A node that connects gets ours (and sends us its own).
+  @impl true
+  def handle_info({:nodeup, node}, state) do
+    broadcast([node], shared_rows())
+    {:noreply, state}
+  end
+
+  def handle_info({:nodedown, _node}, state), do: {:noreply, state}
   def handle_info(message, state), do: Stray.info(__MODULE__, message, state)
+
+  defp newer?(layer, stamp) do
+    case :ets.lookup(@table, layer) do
+      [{_, _, mine}] -> stamp > mine
+      [] -> true
+    end
+  end
 end

@@ -9,7 +9,8 @@ defmodule Snakepit.Test.Telemetry do
 
   Options: `:only` - a metadata map the events must match (e.g.
   `only: %{worker_id: "fake-1"}`), so a test sees only its own worker's
-  events when others run in the same VM.
+  events when others run in the same VM; `:to` - the pid to send to
+  (default the caller; a pid on another node works too).
   """
 
   @doc "Attaches a forwarder for `events` to the calling process; returns its handler id."
@@ -17,7 +18,8 @@ defmodule Snakepit.Test.Telemetry do
   def forward(events, opts \\ []) when is_list(events) and is_list(opts) do
     ref = {__MODULE__, make_ref()}
     only = Keyword.get(opts, :only, %{})
-    :ok = :telemetry.attach_many(ref, events, &__MODULE__.handle_event/4, {self(), only})
+    to = Keyword.get(opts, :to, self())
+    :ok = :telemetry.attach_many(ref, events, &__MODULE__.handle_event/4, {to, only})
     ref
   end
 

@@ -120,6 +120,26 @@ defmodule Snakepit.Robustness.StrayMessagesTest do
     assert {:ok, %{"pong" => _}} = GRPCWorker.execute(worker, "ping")
   end
 
+  test "the cluster's :pg scope, crashed by a stray message, comes back with every membership" do
+    alias Snakepit.Telemetry.Cluster
+    import Snakepit.Test.Eventually
+    {:ok, fake} = Snakepit.Test.FakeWorker.start(worker_id: "stray-pg")
+    on_exit(fn -> Snakepit.Test.FakeWorker.stop(fake) end)
+    scope = Process.whereis(Cluster.scope())
+    stream = Process.whereis(GrpcStream)
+    assert stream in :pg.get_members(Cluster.scope(), {:worker, "stray-pg"})
+
+    # OTP's pg has no catch-all clause: a stray message ends it.
+    send(scope, :junk)
+    eventually(fn -> Process.whereis(Cluster.scope()) not in [nil, scope] end)
+    eventually(fn -> stream in :pg.get_members(Cluster.scope(), {:worker, "stray-pg"}) end)
+    assert stream in :pg.get_members(Cluster.scope(), :grpc_streams)
+    assert {:ok, _} = GrpcStream.stats("stray-pg")
+
+    for msg <- junk(), do: send(Cluster.Directory, msg)
+    assert {:error, :unknown_call} = GenServer.call(Cluster.Directory, :bogus)
+  end
+
   test "functions that take a pid refuse anything that is not a worker" do
     for bad <- [:atom, "pid", 42, nil, self(), spawn(fn -> :ok end), make_ref()] do
       assert {:error, _} = GRPCWorker.info(bad)
