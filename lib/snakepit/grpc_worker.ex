@@ -283,7 +283,9 @@ defmodule Snakepit.GRPCWorker do
         {:noreply, state}
 
       {:stop, reason} ->
-        {:stop, reason, placeholder}
+        # Already reported (one error entry, spawn_failed): a {:shutdown, _}
+        # exit adds no crash report. The pool unwraps it.
+        {:stop, {:shutdown, reason}, placeholder}
     end
   end
 

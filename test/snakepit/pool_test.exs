@@ -112,6 +112,24 @@ defmodule Snakepit.PoolTest do
     assert {:ok, _} = Pool.execute(:pool_q, "ping")
   end
 
+  test "a pool whose worker cannot start: its error, one error entry" do
+    Process.flag(:trap_exit, true)
+
+    log =
+      ExUnit.CaptureLog.capture_log(fn ->
+        assert {:error, {:python_exited_before_ready, 2}} =
+                 Pool.start_link(
+                   name: :pool_bad,
+                   size: 1,
+                   worker_args: ["--no-such-flag"],
+                   status_interval: nil
+                 )
+      end)
+
+    assert length(String.split(log, "[error]")) == 2, log
+    assert log =~ "unrecognized arguments: --no-such-flag"
+  end
+
   test "after the pool stops, none of its Python processes is alive (checked against the OS)" do
     {:ok, _} = Pool.start_link(name: :pool_stop, size: 2, status_interval: nil)
     %{python_pids: pids} = Pool.status(:pool_stop)

@@ -98,7 +98,7 @@ defmodule Snakepit.Pool.Manager do
 
       {:DOWN, monitor, :process, pid, reason} when is_map_key(state.starting, pid) ->
         {_, _, ^monitor} = state.starting[pid]
-        {:error, reason, %{state | starting: Map.delete(state.starting, pid)}}
+        {:error, start_error(reason), %{state | starting: Map.delete(state.starting, pid)}}
     after
       left -> {:error, :timeout, state}
     end
@@ -418,7 +418,12 @@ defmodule Snakepit.Pool.Manager do
   end
 
   # A restart that failed (the worker exited before it was ready): again, later.
+  # A worker started with :notify exits {:shutdown, reason} when its start fails.
+  defp start_error({:shutdown, reason}), do: reason
+  defp start_error(reason), do: reason
+
   defp start_failed(state, pid, reason) do
+    reason = start_error(reason)
     {{id, count, _}, starting} = Map.pop(state.starting, pid)
     previous = Map.get(state.down, id, %{down_at: System.monotonic_time(), previous_pid: pid})
     down = Map.merge(previous, %{count: count + 1, reason: reason})
