@@ -71,6 +71,24 @@ defmodule Snakepit.ClusterTest do
     {:ok, _} = ClusterPeers.emit(n1, :cp1, 20)
     eventually(fn -> ClusterPeers.probe_count(n1) >= base1 + 20 end)
 
+    # The pool form, from here, reaches the pool's node. (The worker's own
+    # settings go first: they would override the pool's.)
+    assert [n1] == Snakepit.Telemetry.Cluster.pool_nodes(:cp1)
+    :ok = GrpcStream.clear_settings("cp1_1")
+    :ok = GrpcStream.toggle({:pool, :cp1}, false)
+
+    eventually(fn ->
+      match?({:ok, %{enabled: %{value: false, from: :pool}}}, GrpcStream.settings("cp1_1"))
+    end)
+
+    base2 = ClusterPeers.probe_count(n1)
+    {:ok, _} = ClusterPeers.emit(n1, :cp1, 20)
+    Process.sleep(300)
+    assert ClusterPeers.probe_count(n1) == base2
+    :ok = GrpcStream.clear_settings({:pool, :cp1})
+    {:ok, _} = ClusterPeers.emit(n1, :cp1, 20)
+    eventually(fn -> ClusterPeers.probe_count(n1) >= base2 + 20 end)
+
     # The same id cannot stream from two nodes.
     assert {:error, {:already_registered, {:node, ^n1}}} =
              GrpcStream.register_worker("127.0.0.1:1", %{worker_id: "cp1_1"})

@@ -4,8 +4,8 @@ defmodule Snakepit.Telemetry.Cluster do
   distribution, `:pg` for membership and `:erpc` for calls (no cluster
   layer of our own, no external service).
 
-  Each node's `GrpcStream` joins the `:pg` group `{:worker, id}` of every
-  worker it streams (in the scope `#{inspect(__MODULE__)}`), so from any
+  Each node's `GrpcStream` joins the `:pg` groups `{:worker, id}` and
+  `{:pool, name}` of every worker it streams (in the scope `#{inspect(__MODULE__)}`), so from any
   node:
 
     * `GrpcStream.update_sampling/3`, `toggle/2`, `update_filter/2`,
@@ -56,10 +56,30 @@ defmodule Snakepit.Telemetry.Cluster do
   def timeout, do: @timeout
 
   @doc false
-  def join(worker_id), do: safe(fn -> :pg.join(@scope, {:worker, worker_id}, self()) end)
+  # A worker's groups: its id, and its pool (joined once per worker).
+  def join(worker_id, pool) do
+    safe(fn -> :pg.join(@scope, {:worker, worker_id}, self()) end)
+    if pool, do: safe(fn -> :pg.join(@scope, {:pool, pool}, self()) end)
+    :ok
+  end
 
   @doc false
-  def leave(worker_id), do: safe(fn -> :pg.leave(@scope, {:worker, worker_id}, self()) end)
+  def leave(worker_id, pool) do
+    safe(fn -> :pg.leave(@scope, {:worker, worker_id}, self()) end)
+    if pool, do: safe(fn -> :pg.leave(@scope, {:pool, pool}, self()) end)
+    :ok
+  end
+
+  @doc "The other nodes with workers of `pool`."
+  def pool_nodes(pool) do
+    @scope
+    |> :pg.get_members({:pool, pool})
+    |> Enum.map(&node/1)
+    |> Enum.reject(&(&1 == node()))
+    |> Enum.uniq()
+  rescue
+    ArgumentError -> []
+  end
 
   # Without the scope (GrpcStream started alone, in a test), nothing is shared.
   defp safe(fun) do
@@ -115,8 +135,7 @@ defmodule Snakepit.Telemetry.Cluster do
   end
 
   @doc "`GrpcStream.fun(args)` on every other connected node: `{answers, unreachable nodes}`."
-  def multicall(fun, args) do
-    nodes = nodes()
+  def multicall(fun, args, nodes \\ nodes()) do
     results = :erpc.multicall(nodes, Snakepit.Telemetry.GrpcStream, fun, args, @timeout)
 
     Enum.zip(nodes, results)

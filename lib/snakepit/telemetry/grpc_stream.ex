@@ -210,13 +210,17 @@ defmodule Snakepit.Telemetry.GrpcStream do
   and is sent to the affected registered workers at once.
   """
   @spec clear_settings(target) :: :ok | error
-  def clear_settings({:pool, _} = target) do
+  def clear_settings({:pool, pool} = target) do
     with :ok <- pool_name(target) do
       :ok = Settings.replace(target, [])
       :ok = local_pool_control(target, [:toggle, :sampling, :filter])
 
       cluster_result(
-        Cluster.multicall(:local_pool_control, [target, [:toggle, :sampling, :filter]])
+        Cluster.multicall(
+          :local_pool_control,
+          [target, [:toggle, :sampling, :filter]],
+          Cluster.pool_nodes(pool)
+        )
       )
     end
   end
@@ -380,13 +384,18 @@ defmodule Snakepit.Telemetry.GrpcStream do
   # Control frames go straight to the Rust task's channel from the caller:
   # no GenServer hop, so a busy dispatcher never delays them. They are
   # recorded first (Settings), so a later stream of the worker gets them.
-  # A pool's setting is recorded here (Settings copies it to every node)
-  # and sent to the pool's workers on every node.
-  defp control({:pool, _} = target, control) do
+  # A pool's setting is recorded here (Settings copies it to every node,
+  # for the pool's future workers) and sent at once to its workers on every
+  # node that has some (the :pg group {:pool, name}).
+  defp control({:pool, pool} = target, control) do
     with :ok <- pool_name(target) do
       :ok = Settings.put(target, control)
       :ok = local_pool_control(target, Settings.kind(control))
-      cluster_result(Cluster.multicall(:local_pool_control, [target, Settings.kind(control)]))
+      nodes = Cluster.pool_nodes(pool)
+
+      cluster_result(
+        Cluster.multicall(:local_pool_control, [target, Settings.kind(control)], nodes)
+      )
     end
   end
 
@@ -496,7 +505,7 @@ defmodule Snakepit.Telemetry.GrpcStream do
 
       pid ->
         Cluster.join_streams()
-        for {worker_id, _} <- rows(), do: Cluster.join(worker_id)
+        for {worker_id, e} <- rows(), do: Cluster.join(worker_id, e.ctx[:pool_name])
         %{state | cluster: Process.monitor(pid)}
     end
   end
@@ -696,7 +705,7 @@ defmodule Snakepit.Telemetry.GrpcStream do
 
     :ets.insert(@table, {reg.ctx.worker_id, entry})
     :ets.insert(@handles, {id, handle})
-    Cluster.join(reg.ctx.worker_id)
+    Cluster.join(reg.ctx.worker_id, reg.ctx[:pool_name])
     # What was set for this worker id or its pool before (a restarted worker,
     # a re-registration, a restarted GrpcStream) is in force from its first
     # stream on.
@@ -711,7 +720,7 @@ defmodule Snakepit.Telemetry.GrpcStream do
   # task confirms its end (in-flight batches still return credit).
   defp stop_entry(entry, state) do
     :ets.delete(@table, entry.ctx.worker_id)
-    Cluster.leave(entry.ctx.worker_id)
+    Cluster.leave(entry.ctx.worker_id, entry.ctx[:pool_name])
     Native.stream_stop(entry.handle)
     if entry.monitor, do: Process.demonitor(entry.monitor, [:flush])
     {entry.id, %{state | owners: Map.delete(state.owners, entry.monitor)}}
@@ -719,9 +728,9 @@ defmodule Snakepit.Telemetry.GrpcStream do
 
   # A task that ended on its own (a panic): drop its registration.
   defp forget_ended(state, id) do
-    for {worker_id, %{id: ^id}} <- :ets.tab2list(@table) do
+    for {worker_id, %{id: ^id} = entry} <- :ets.tab2list(@table) do
       :ets.delete(@table, worker_id)
-      Cluster.leave(worker_id)
+      Cluster.leave(worker_id, entry.ctx[:pool_name])
     end
 
     state

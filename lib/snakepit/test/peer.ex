@@ -37,7 +37,17 @@ defmodule Snakepit.Test.Peer do
         name: name,
         host: ~c"127.0.0.1",
         longnames: true,
-        args: paths ++ [~c"-setcookie", Atom.to_charlist(cookie)]
+        # Peers that come and go on one machine: global's partition guard
+        # would disconnect the survivors from each other (OTP 25's default).
+        args:
+          paths ++
+            [
+              ~c"-setcookie",
+              Atom.to_charlist(cookie),
+              ~c"-kernel",
+              ~c"prevent_overlapping_partitions",
+              ~c"false"
+            ]
       })
 
     pool_opts = [size: Keyword.get(opts, :size, 1), demo_tools: true, status_interval: nil]
