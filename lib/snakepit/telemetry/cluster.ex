@@ -39,15 +39,7 @@ defmodule Snakepit.Telemetry.Cluster do
   def join_streams, do: safe(fn -> :pg.join(@scope, @streams, self()) end)
 
   @doc "The other nodes that run the library (their GrpcStream is in the group)."
-  def nodes do
-    @scope
-    |> :pg.get_members(@streams)
-    |> Enum.map(&node/1)
-    |> Enum.reject(&(&1 == node()))
-    |> Enum.uniq()
-  rescue
-    ArgumentError -> []
-  end
+  def nodes, do: other_nodes(@streams)
 
   @doc "The scope of the cluster's `:pg` groups."
   def scope, do: @scope
@@ -71,9 +63,12 @@ defmodule Snakepit.Telemetry.Cluster do
   end
 
   @doc "The other nodes with workers of `pool`."
-  def pool_nodes(pool) do
+  def pool_nodes(pool), do: other_nodes({:pool, pool})
+
+  # The nodes, other than this one, of a group's members.
+  defp other_nodes(group) do
     @scope
-    |> :pg.get_members({:pool, pool})
+    |> :pg.get_members(group)
     |> Enum.map(&node/1)
     |> Enum.reject(&(&1 == node()))
     |> Enum.uniq()
