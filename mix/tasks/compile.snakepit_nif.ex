@@ -55,8 +55,16 @@ defmodule Mix.Tasks.Compile.SnakepitNif do
     root = root()
 
     case decision(root) do
-      {:download, artifact, sum} -> precompiled(root, artifact, sum)
-      {:build, reason} -> source_build(root, reason, opts)
+      {:download, artifact, sum} ->
+        precompiled(root, artifact, sum)
+
+      {:build, {:no_artifact, _} = reason} ->
+        if File.exists?(Precompiled.checksum_path(root)),
+          do: source_build(root, reason, opts),
+          else: source_build(root, :no_release, opts)
+
+      {:build, reason} ->
+        source_build(root, reason, opts)
     end
   end
 
@@ -86,6 +94,7 @@ defmodule Mix.Tasks.Compile.SnakepitNif do
   defp why(:configured), do: "config :snakepit_telemetry, force_build: true"
   defp why(:prerelease), do: "a pre-release version"
   defp why({:no_artifact, name}), do: "no precompiled #{name} in the checksum file"
+  defp why(:no_release), do: "no checksum file: this version has no precompiled NIFs"
   defp why({:unsupported_target, arch}), do: "no precompiled NIFs for #{arch}"
 
   # The artifact, fetched, checked and unpacked; nothing to do when the one
