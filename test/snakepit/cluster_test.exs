@@ -44,30 +44,35 @@ defmodule Snakepit.ClusterTest do
     assert {:ok, %{node: ^n1, state: :open}} = GrpcStream.stats("cp1_1")
 
     # A filter set from here silences the event on its own node's handler.
+    # (Each check waits until the worker itself has the setting, and counts
+    # from a settled probe: events still in flight would blur it.)
     :ok = GrpcStream.update_filter("cp2_1", deny: ["tool.result_size"])
 
     assert {:ok, %{filter: %{deny: ["tool.result_size"], from: :worker}}} =
              GrpcStream.settings("cp2_1")
 
-    before = ClusterPeers.probe_count(n2)
+    applied(n2, :cp2, &(&1["deny"] == ["tool.result_size"]))
+    before = settled(n2)
     {:ok, _} = ClusterPeers.emit(n2, :cp2, 50)
-    Process.sleep(300)
-    assert ClusterPeers.probe_count(n2) == before
+    assert settled(n2) == before
 
     :ok = GrpcStream.update_filter("cp2_1", deny: [])
+    applied(n2, :cp2, &(&1["deny"] == []))
     {:ok, _} = ClusterPeers.emit(n2, :cp2, 50)
     eventually(fn -> ClusterPeers.probe_count(n2) >= before + 50 end)
 
     # Sampling at 0 and toggling off, from here, on n1's worker.
     :ok = GrpcStream.update_sampling("cp1_1", 0.0)
-    base1 = ClusterPeers.probe_count(n1)
+    applied(n1, :cp1, &(&1["sampling_rate"] == 0.0))
+    base1 = settled(n1)
     {:ok, _} = ClusterPeers.emit(n1, :cp1, 50)
     :ok = GrpcStream.update_sampling("cp1_1", 1.0)
     :ok = GrpcStream.toggle("cp1_1", false)
+    applied(n1, :cp1, &(&1["enabled"] == false and &1["sampling_rate"] == 1.0))
     {:ok, _} = ClusterPeers.emit(n1, :cp1, 50)
-    Process.sleep(300)
-    assert ClusterPeers.probe_count(n1) == base1
+    assert settled(n1) == base1
     :ok = GrpcStream.toggle("cp1_1", true)
+    applied(n1, :cp1, &(&1["enabled"] == true))
     {:ok, _} = ClusterPeers.emit(n1, :cp1, 20)
     eventually(fn -> ClusterPeers.probe_count(n1) >= base1 + 20 end)
 
@@ -81,11 +86,12 @@ defmodule Snakepit.ClusterTest do
       match?({:ok, %{enabled: %{value: false, from: :pool}}}, GrpcStream.settings("cp1_1"))
     end)
 
-    base2 = ClusterPeers.probe_count(n1)
+    applied(n1, :cp1, &(&1["enabled"] == false))
+    base2 = settled(n1)
     {:ok, _} = ClusterPeers.emit(n1, :cp1, 20)
-    Process.sleep(300)
-    assert ClusterPeers.probe_count(n1) == base2
+    assert settled(n1) == base2
     :ok = GrpcStream.clear_settings({:pool, :cp1})
+    applied(n1, :cp1, &(&1["enabled"] == true))
     {:ok, _} = ClusterPeers.emit(n1, :cp1, 20)
     eventually(fn -> ClusterPeers.probe_count(n1) >= base2 + 20 end)
 
@@ -137,6 +143,27 @@ defmodule Snakepit.ClusterTest do
 
     assert {:ok, %{filter: %{deny: ["python.gc.*"], from: :worker}}} =
              GrpcStream.settings("cp3_1")
+  end
+
+  # Waits until the worker of `pool` on `node` reports settings that satisfy `fun`.
+  defp applied(node, pool, fun) do
+    eventually(
+      fn ->
+        case :erpc.call(node, Snakepit.Pool, :execute, [pool, "telemetry_state", %{}]) do
+          {:ok, state} -> fun.(state)
+          _ -> false
+        end
+      end,
+      tries: 200,
+      interval: 25
+    )
+  end
+
+  # The probe's count on `node` once nothing more arrives for 300 ms.
+  defp settled(node) do
+    count = ClusterPeers.probe_count(node)
+    Process.sleep(300)
+    if ClusterPeers.probe_count(node) == count, do: count, else: settled(node)
   end
 
   defp peer_name(node),
