@@ -72,18 +72,17 @@ defmodule Snakepit.Pool.Manager do
   # All first workers start at once; init waits for each to be ready (or
   # for the first failure, which fails the pool's start).
   defp start_initial(state) do
-    state =
-      Enum.reduce(ids(state), state, fn id, acc ->
+    started =
+      Enum.reduce_while(ids(state), {:ok, state}, fn id, {:ok, acc} ->
         case start_worker(acc, id, 0) do
-          {:ok, acc} -> acc
-          {:error, reason} -> throw({:start_failed, reason, acc})
+          {:ok, acc} -> {:cont, {:ok, acc}}
+          {:error, reason} -> {:halt, {:error, reason, acc}}
         end
       end)
 
-    deadline = System.monotonic_time(:millisecond) + state.ready_timeout + 5_000
-    await_initial(state, deadline)
-  catch
-    {:start_failed, reason, state} -> {:error, reason, state}
+    with {:ok, state} <- started do
+      await_initial(state, System.monotonic_time(:millisecond) + state.ready_timeout + 5_000)
+    end
   end
 
   defp await_initial(%{starting: starting} = state, _deadline) when starting == %{},

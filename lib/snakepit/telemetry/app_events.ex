@@ -89,8 +89,17 @@ defmodule Snakepit.Telemetry.AppEvents do
   # Python name and dotted Elixir name => event, for lookups.
   def names, do: installed().names
 
+  @doc false
+  # Each extra key's text => its atom, for lookups by name.
+  def key_atoms, do: installed().key_atoms
+
   defp installed do
-    :persistent_term.get(@key, %{entries: [], keys: %{measurement: [], metadata: []}, names: %{}})
+    :persistent_term.get(@key, %{
+      entries: [],
+      keys: %{measurement: [], metadata: []},
+      names: %{},
+      key_atoms: %{}
+    })
   end
 
   defp definitions(events) when is_list(events) do
@@ -205,7 +214,8 @@ defmodule Snakepit.Telemetry.AppEvents do
       metadata: Enum.uniq(md_keys ++ Enum.flat_map(defs, & &1.metadata))
     }
 
-    %{entries: entries, names: names, keys: keys}
+    key_atoms = Map.new(keys.measurement ++ keys.metadata, &{Atom.to_string(&1), &1})
+    %{entries: entries, names: names, keys: keys, key_atoms: key_atoms}
   end
 
   # A minimal JSON writer for the extension (strings, lists, objects).

@@ -72,7 +72,7 @@ defmodule Snakepit.Telemetry.DefaultLogger do
     Logger.log(level, fn -> line(event, measurements, metadata) end, snakepit_event: true)
   end
 
-  @durations Catalog.duration_keys() ++ [:system_time]
+  @durations Catalog.duration_keys()
 
   defp line(event, measurements, metadata) do
     name = Enum.map_join(event, ".", &to_string/1)

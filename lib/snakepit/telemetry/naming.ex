@@ -95,20 +95,8 @@ defmodule Snakepit.Telemetry.Naming do
 
   defp lookup(table, key) when is_atom(key), do: lookup(table, Atom.to_string(key))
 
-  # An application's allowlisted key is an atom that exists already (its
-  # configuration made it); to_existing_atom never makes one.
-  defp app_key(key) do
-    %{measurement: m, metadata: md} = AppEvents.keys()
-
-    if m == [] and md == [] do
-      key
-    else
-      atom = String.to_existing_atom(key)
-      if atom in m or atom in md, do: atom, else: key
-    end
-  rescue
-    ArgumentError -> key
-  end
+  # An application's allowlisted key: the atom its configuration made.
+  defp app_key(key), do: Map.get(AppEvents.key_atoms(), key, key)
 
   @doc "Python name => Elixir event, for every event a worker may emit (the application's too)."
   @spec python_event_catalog() :: %{String.t() => event}
@@ -173,9 +161,15 @@ defmodule Snakepit.Telemetry.Naming do
     case Enum.find(@entries, &(&1.event == event)) ||
            Enum.find(AppEvents.entries(), &(&1.event == event)) do
       nil -> nil
-      entry -> with_carried(entry, carried(entry))
+      entry -> describe_entry(entry)
     end
   end
+
+  @doc false
+  # A catalog entry as describe/1 gives it: with what its kind of event
+  # carries (also for application entries not installed yet, see
+  # Snakepit.Telemetry.Events.Reference).
+  def describe_entry(entry), do: with_carried(entry, carried(entry))
 
   defp with_carried(entry, carried) do
     entry = Map.update!(entry, :metadata, &Enum.uniq(&1 ++ carried))

@@ -41,7 +41,7 @@ defmodule Snakepit.Telemetry.Events.Reference do
         do: [],
         else: [
           "## Application events (`config :snakepit_telemetry, events: ...`)\n\n",
-          Enum.map(application, &entry(with_carried(&1)))
+          Enum.map(application, &entry(Naming.describe_entry(&1)))
         ]
 
     IO.iodata_to_binary([
@@ -90,16 +90,5 @@ defmodule Snakepit.Telemetry.Events.Reference do
       nil -> "`#{key}` (as the application sends it)"
       unit -> "`#{key}` (#{Map.fetch!(@unit_text, unit)})"
     end
-  end
-
-  # What every worker event carries (Naming.describe/1 adds it too).
-  defp with_carried(entry) do
-    carried = [:node, :worker_id, :pool_name, :python_pid, :correlation_id, :timestamp_ns]
-
-    %{
-      entry
-      | metadata: Enum.uniq(entry.metadata ++ carried),
-        sent: %{entry.sent | metadata: Enum.uniq(entry.sent.metadata ++ carried)}
-    }
   end
 end
