@@ -272,8 +272,15 @@ defmodule Snakepit.GRPCWorker do
     end
   end
 
-  defp start(id, pool, opts),
-    do: if(opts[:endpoint], do: attach(id, pool, opts), else: start_python(id, pool, opts))
+  defp start(id, pool, opts) do
+    started = if opts[:endpoint], do: attach(id, pool, opts), else: start_python(id, pool, opts)
+
+    # A start that failed frees its id at once: the Registry would only
+    # notice the exit later, and a start retried at once (a pool's restart,
+    # a caller's retry) would be refused as a duplicate meanwhile.
+    with {:stop, _} <- started, do: Registry.unregister(Snakepit.Registry, {:worker, id})
+    started
+  end
 
   @impl true
   def handle_continue({:start, id, pool, opts}, placeholder) do
