@@ -43,8 +43,26 @@ defmodule Snakepit.Test.LoadGen do
     end
   end
 
-  @doc "Kills it at once (SIGKILL), as a crashed worker."
-  def kill(%{os_pid: os_pid}), do: Snakepit.OSProcess.signal(os_pid, "KILL")
+  @doc """
+  Kills it at once (SIGKILL), as a crashed worker, and returns once the
+  process is gone: until then its listening socket holds the port, and a
+  peer restarted on that port (`start!(args, port: p)`) could not bind it.
+  """
+  def kill(%{os_pid: os_pid}) do
+    Snakepit.OSProcess.signal(os_pid, "KILL")
+    gone(os_pid, 200)
+  end
+
+  defp gone(_os_pid, 0), do: raise("the load generator did not exit after SIGKILL")
+
+  defp gone(os_pid, tries) do
+    if Snakepit.OSProcess.signal(os_pid, "0") do
+      Process.sleep(10)
+      gone(os_pid, tries - 1)
+    else
+      :ok
+    end
+  end
 
   defp shell_quote(arg), do: "'" <> String.replace(arg, "'", "'\\''") <> "'"
 end
