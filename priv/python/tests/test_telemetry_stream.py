@@ -740,6 +740,35 @@ def test_a_busy_stream_takes_the_next_events_on_a_timer_without_a_wake() -> None
     run(main())
 
 
+def test_the_linger_timers_aim_a_millisecond_before_max_delay() -> None:
+    """The loop's timers fire up to 1 ms late (epoll counts whole ms), so the
+    stream arms them 1 ms early: no event waits longer than max_delay."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        armed: list[float] = []
+        real_call_later = loop.call_later
+
+        def call_later(delay: float, *args: Any, **kwargs: Any) -> Any:
+            if 0.1 < delay < 1.0:  # the linger timers (totals_interval is 1 s)
+                armed.append(delay)
+            return real_call_later(delay, *args, **kwargs)
+
+        loop.call_later = call_later  # type: ignore[method-assign]
+        async with serving(TelemetryStream(max_delay=0.5), max_batch=100) as h:
+            call = await parked_call(h)
+            for i in range(3):
+                telemetry.emit("a.b", {"n": i}, MD)
+            (first,) = await read_batches(call, 3)
+            # The busy stream's timer, armed after that frame of several events.
+            await wait_until(lambda: len(armed) >= 2)
+            call.cancel()
+        assert len(first.events) == 3
+        assert all(0.49 < delay <= 0.499 for delay in armed), armed
+
+    run(main())
+
+
 def test_max_delay_is_bounded() -> None:
     for bad in (-0.001, 10.5, math.nan):
         with pytest.raises(ValueError):

@@ -125,6 +125,12 @@ DEFAULT_MAX_DELAY = catalog.defaults()["max_delay_ms"] / 1000
 DEFAULT_MAX_BATCH = catalog.defaults()["max_batch_events"]
 DEFAULT_MAX_FRAME_BYTES = catalog.defaults()["max_frame_bytes"]
 
+#: How much earlier than ``max_delay`` the stream aims to send: the event
+#: loop's timers fire up to a millisecond late (epoll counts whole
+#: milliseconds and the loop rounds up), so aiming at ``max_delay`` itself
+#: would let events wait longer than promised. At most half of ``max_delay``.
+_TIMER_SLACK_NS = 1_000_000
+
 #: A buffer length no buffer reaches (nobody wants a wake-up).
 _NEVER = 1 << 62
 
@@ -481,6 +487,7 @@ class TelemetryStream:
         reader = loop.create_task(self._read_controls(request_iterator, session))
         last_totals = None
         linger_ns = int(self.max_delay * 1e9)
+        linger_ns -= min(_TIMER_SLACK_NS, linger_ns // 2)
         full = max_batch if batched else _STOCK_CHUNK
         # After a frame of several events the stream is busy: it waits one
         # max_delay (a timer) and takes what came, instead of parking for the
@@ -506,7 +513,7 @@ class TelemetryStream:
                         yield session, bodies
                 if count:
                     if count > 1 and linger_ns and not self._closing and not self._pending():
-                        await self._park(loop, session, want=full, timeout=self.max_delay)
+                        await self._park(loop, session, want=full, timeout=linger_ns / 1e9)
                         ticked = True
                     continue
                 if self._closing:
