@@ -298,7 +298,6 @@ defmodule SnakepitBench.Cases do
   def paced(rates, warmup_ms, window_ms, max_delay_ms) do
     py = External.start_python(["--max-delay-ms", to_string(max_delay_ms)])
     hist = Hist.new()
-    counter = :counters.new(1, [])
 
     try do
       with_handler(&Handlers.latency/4, hist, fn ->
@@ -308,7 +307,7 @@ defmodule SnakepitBench.Cases do
 
         rows =
           for rate <- rates, mode <- [:on, :off] do
-            paced_window(channel, id, py.os_pid, hist, counter, rate, mode, warmup_ms, window_ms)
+            paced_window(channel, id, py.os_pid, hist, rate, mode, warmup_ms, window_ms)
           end
 
         unregister(ids)
@@ -328,7 +327,7 @@ defmodule SnakepitBench.Cases do
     end
   end
 
-  defp paced_window(channel, id, os_pid, hist, counter, rate, mode, warmup_ms, window_ms) do
+  defp paced_window(channel, id, os_pid, hist, rate, mode, warmup_ms, window_ms) do
     :ok = GrpcStream.toggle(id, mode == :on)
     Process.sleep(200)
     count = round(rate * (warmup_ms + window_ms + 500) / 1000)
@@ -340,26 +339,68 @@ defmodule SnakepitBench.Cases do
 
     Process.sleep(warmup_ms)
     Hist.reset(hist)
-    s0 = Probe.start(counter, %{python: os_pid})
+
+    {t0, r0, f0} =
+      {System.monotonic_time(:nanosecond), Probe.runs(%{python: os_pid}), stat(id, :frames)}
+
     Process.sleep(window_ms)
-    w = Probe.window(s0, counter, %{python: os_pid})
+
+    {t1, r1, f1} =
+      {System.monotonic_time(:nanosecond), Probe.runs(%{python: os_pid}), stat(id, :frames)}
+
+    seconds = (t1 - t0) / 1.0e9
+    w = Probe.runs_window(r0, r1, seconds)
     lat = Hist.summary(hist)
     {:ok, _} = Task.await(task, timeout)
-    cores = w.cpu_cores
+    group = fn key, field -> get_in(w, [key, field]) || 0.0 end
 
     %{
       rate: rate,
       mode: mode,
-      seconds: w.seconds,
+      seconds: seconds,
       delivered: lat.count,
-      python: cores[:python] || 0.0,
-      beam_schedulers: cores[:beam_schedulers] || 0.0,
-      beam_dirty_cpu: cores[:beam_dirty_cpu] || 0.0,
-      beam_other: cores[:beam_other] || 0.0,
-      nif_ingest: cores[:nif_ingest] || 0.0,
-      other: cores[:other] || 0.0,
+      frames_per_s: (f1 - f0) / seconds,
+      python: group.(:python, :cores),
+      python_runs_per_s: group.(:python, :runs_per_s),
+      beam_schedulers: group.(:beam_schedulers, :cores),
+      beam_dirty_cpu: group.(:beam_dirty_cpu, :cores),
+      beam_other: group.(:beam_other, :cores),
+      nif_ingest: group.(:nif_ingest, :cores),
+      beam_runs_per_s:
+        Enum.sum(
+          for k <- [:beam_schedulers, :beam_dirty_cpu, :beam_other, :nif_ingest],
+              do: group.(k, :runs_per_s)
+        ),
       p50_ns: lat.p50,
       p99_ns: lat.p99
+    }
+  end
+
+  @doc """
+  What one wake-up of a sleeping thread costs on this machine, the floor
+  under every per-frame figure of (h): a Python process sleeping `n` times
+  for `sleep_ms` (its own CLOCK_PROCESS_CPUTIME_ID) and a BEAM process doing
+  `Process.sleep(sleep_ms)` `n` times (the BEAM's CPU from schedstat, all
+  threads). ns per wake-up, each.
+  """
+  def wake_floor(n, sleep_ms) do
+    code =
+      "import time\nt = time.process_time_ns()\n" <>
+        "for _ in range(#{n}): time.sleep(#{sleep_ms / 1000})\n" <>
+        "print((time.process_time_ns() - t) // #{n})"
+
+    {out, 0} = System.cmd(Snakepit.Python.executable(), ["-c", code])
+    r0 = Probe.runs()
+    for _ <- 1..n, do: Process.sleep(sleep_ms)
+    r1 = Probe.runs()
+    beam_ns = Enum.sum(for {k, {ns, _}} <- r1, do: ns - elem(Map.get(r0, k, {0, 0}), 0))
+
+    %{
+      python_ns: String.to_integer(String.trim(out)),
+      beam_ns: beam_ns / n,
+      command:
+        "python -c 'time.sleep(#{sleep_ms / 1000}) x #{n}'; Process.sleep(#{sleep_ms}) x #{n}",
+      params: "#{n} sleeps of #{sleep_ms} ms each; CPU per wake-up, all threads of the process"
     }
   end
 

@@ -218,6 +218,61 @@ defmodule SnakepitBench.Probe do
   defp beam_group([_, "dirty_cpu_sch" <> _]), do: :beam_dirty_cpu
   defp beam_group(_), do: :beam_other
 
+  ## CPU in ns and times scheduled in, per thread group (/proc/.../schedstat)
+
+  @doc """
+  `%{group => {cpu_ns, runs}}` so far: the BEAM's threads grouped as in
+  `window/3`, each of `pids` as a whole process. From schedstat, which
+  counts exact nanoseconds (utime/stime are 10 ms ticks, too coarse for
+  0.5 % of a core) and how often each thread got a CPU: a thread that
+  sleeps between events is scheduled in once per wake-up, so `runs` counts
+  wake-ups.
+  """
+  def runs(pids \\ %{}) do
+    beam =
+      Path.wildcard("/proc/#{System.pid()}/task/*")
+      |> Enum.reduce(%{}, fn dir, acc ->
+        with {:ok, comm} <- File.read(Path.join(dir, "comm")),
+             {:ok, v} <- schedstat(dir) do
+          Map.update(acc, group(String.trim(comm)), v, &add_runs(&1, v))
+        else
+          _ -> acc
+        end
+      end)
+
+    Enum.reduce(pids, beam, fn {name, os_pid}, acc ->
+      total =
+        Path.wildcard("/proc/#{os_pid}/task/*")
+        |> Enum.reduce({0, 0}, fn dir, sum ->
+          case schedstat(dir) do
+            {:ok, v} -> add_runs(sum, v)
+            _ -> sum
+          end
+        end)
+
+      Map.put(acc, name, total)
+    end)
+  end
+
+  @doc "`%{group => %{cores, runs_per_s}}` between two `runs/1` snapshots."
+  def runs_window(r0, r1, seconds) do
+    Map.new(r1, fn {k, {ns, n}} ->
+      {ns0, n0} = Map.get(r0, k, {0, 0})
+      {k, %{cores: (ns - ns0) / 1.0e9 / seconds, runs_per_s: (n - n0) / seconds}}
+    end)
+  end
+
+  defp add_runs({a, b}, {c, d}), do: {a + c, b + d}
+
+  defp schedstat(task_dir) do
+    with {:ok, text} <- File.read(Path.join(task_dir, "schedstat")),
+         [ns, _wait, runs | _] <- String.split(text) do
+      {:ok, {String.to_integer(ns), String.to_integer(runs)}}
+    else
+      _ -> :error
+    end
+  end
+
   @doc "CPU ticks (user + system) an OS process has used so far."
   def process_ticks(os_pid) do
     {:ok, ticks} = stat_ticks("/proc/#{os_pid}/stat")
