@@ -14,7 +14,8 @@ overhead included; the empty-loop row shows that overhead):
 * ``noop_backend_coerce`` -- the same with values needing coercion (slow path)
 * ``stderr_stringio``     -- StderrBackend writing to an in-memory ``io.StringIO``
 * ``stderr_devnull``      -- StderrBackend writing to ``/dev/null`` (a real
-                             ``write`` + ``flush`` syscall per event)
+                             ``write`` syscall per event)
+* ``stderr_devnull_stdlib`` -- the same with orjson hidden (the standard library's path)
 * ``span_noop_backend``   -- one ``with span(...)`` (start + stop events), noop backend
 * ``grpc_backend``        -- GrpcBackend: the event is queued on a TelemetryStream
 * ``grpc_backend_full``   -- the same with the stream's buffer full (dropped, counted)
@@ -86,6 +87,7 @@ import grpc_server  # noqa: E402
 from snakepit_bridge import telemetry  # noqa: E402
 from snakepit_bridge.proto import snakepit_bridge_pb2 as pb  # noqa: E402
 from snakepit_bridge.proto import snakepit_bridge_pb2_grpc as pb_grpc  # noqa: E402
+from snakepit_bridge.telemetry.backends import stderr as stderr_backend  # noqa: E402
 from snakepit_bridge.telemetry.backends.base import TelemetryBackend  # noqa: E402
 from snakepit_bridge.telemetry.backends.grpc import GrpcBackend  # noqa: E402
 from snakepit_bridge.telemetry.backends.stderr import StderrBackend  # noqa: E402
@@ -175,6 +177,12 @@ def run(batches: int, per_batch: int) -> dict[str, float]:
         with open(os.devnull, "w") as devnull:
             telemetry.set_backend(StderrBackend(devnull))
             results["stderr_devnull"] = _time(plain, batches, per_batch)
+            # The same without the optional orjson: the standard library's path.
+            saved, stderr_backend._orjson = stderr_backend._orjson, None
+            try:
+                results["stderr_devnull_stdlib"] = _time(plain, batches, per_batch)
+            finally:
+                stderr_backend._orjson = saved
 
         stream = TelemetryStream(max_buffer=per_batch + 1)
         telemetry.set_backend(GrpcBackend(stream))

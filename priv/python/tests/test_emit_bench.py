@@ -15,6 +15,7 @@ CASES = {
     "span_noop_backend",
     "stderr_stringio",
     "stderr_devnull",
+    "stderr_devnull_stdlib",
     "grpc_backend",
     "grpc_backend_full",
     "grpc_backend_off",

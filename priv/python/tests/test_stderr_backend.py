@@ -5,9 +5,12 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import re
 import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -258,3 +261,103 @@ def test_the_fast_line_is_byte_for_byte_what_json_writes() -> None:
     assert stderr._fast_line("a", {"x": math.nan}, {}, 1, None) is None
     assert stderr._fast_line("a", {}, {"k": 1}, 1, None) is None
     assert stderr._fast_line("a", {1: 1}, {}, 1, None) is None
+
+
+def test_the_orjson_line_is_the_same_json_value_or_left_to_the_other_paths() -> None:
+    import random
+
+    from snakepit_bridge.telemetry.backends import stderr
+
+    rng = random.Random(4321)
+    plain = ["", "a", "tool.execution", 'q"uote', "back\\slash", "new\nline", "\x00\x1f"]
+    other = ["é→𝄞", "\ud800"]  # non-ASCII: orjson would write UTF-8 (or refuse)
+    numbers = [0, -1, 2**64 - 1, -(2**63), 1.5, -0.0, 1e300, 5e-324, 1e16, 0.1 + 0.2]
+    for _ in range(3000):
+        texts = plain + other if rng.random() < 0.3 else plain
+        values = numbers + [2**70, math.inf] if rng.random() < 0.2 else numbers
+        name = rng.choice(texts) + rng.choice(texts)
+        measurements = {rng.choice(texts): rng.choice(values) for _ in range(rng.randrange(4))}
+        metadata = {rng.choice(texts): rng.choice(texts) for _ in range(rng.randrange(4))}
+        cid = rng.choice([None, *texts])
+        ts = rng.randrange(2**63)
+        payload = {
+            "event": name,
+            "measurements": measurements,
+            "metadata": metadata,
+            "timestamp_ns": ts,
+            "correlation_id": cid,
+        }
+        encoded = stderr._orjson_line(name, measurements, metadata, ts, cid)
+        line = None if encoded is None else encoded.decode("ascii")
+        strings = [name, cid or "", *measurements, *metadata, *metadata.values()]
+        needs_fallback = any(not s.isascii() for s in strings) or any(
+            v in (2**70, math.inf) for v in measurements.values()
+        )
+        if stderr._orjson is None:
+            assert line is None  # this environment has no orjson: the other paths write
+        elif needs_fallback:
+            assert line is None, payload
+        else:
+            assert line is not None, payload
+            assert line.startswith(PREFIX) and line.endswith("\n") and line.count("\n") == 1
+            assert line.isascii()
+            assert json.loads(line[len(PREFIX) :]) == payload
+            outside_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', line)
+            assert " " not in outside_strings  # compact separators
+        # Whichever path writes it, the backend's line reads back as the payload.
+        out = io.StringIO()
+        StderrBackend(out).emit(name, measurements, metadata, cid)
+        if line is not None or stderr._fast_line(name, measurements, metadata, ts, cid):
+            (written,) = lines_of(out)
+            event = parse(written)
+            assert {k: event[k] for k in KEYS if k != "timestamp_ns"} == {
+                k: payload[k] for k in KEYS if k != "timestamp_ns"
+            }
+
+
+@pytest.mark.parametrize("kind", ["pipe", "regular file"])
+def test_threads_writing_to_a_real_file_never_break_lines(kind: str, tmp_path: Any) -> None:
+    """Lines go straight to the file descriptor, under the lock: a line over
+    PIPE_BUF takes several write(2) calls on a full pipe, and a lock-free
+    small line once slipped into one of them."""
+    threads_n, per_thread = 8, 500
+    big = "x" * 5000  # over PIPE_BUF (4096 bytes)
+    chunks: list[bytes] = []
+    if kind == "pipe":
+        read_fd, write_fd = os.pipe()
+        out = os.fdopen(write_fd, "w")
+        reader = threading.Thread(
+            target=lambda: chunks.extend(iter(lambda: os.read(read_fd, 65536), b""))
+        )
+        reader.start()
+    else:
+        path = tmp_path / "stderr.txt"
+        out = open(path, "w")  # noqa: SIM115 - closed below
+    backend = StderrBackend(out)
+    out.write("partial ")  # a caller's own unfinished text goes out first
+
+    def work(t: int) -> None:
+        for i in range(per_thread):
+            backend.emit("a.b", {"i": i}, {"t": str(t), "big": big if i % 100 == 0 else ""}, None)
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    out.close()
+    if kind == "pipe":
+        reader.join()
+        text = b"".join(chunks).decode()
+    else:
+        text = path.read_text()
+    assert text.startswith("partial " + PREFIX)
+    lines = text[len("partial ") :].splitlines()
+    assert len(lines) == threads_n * per_thread
+    seen = sorted((e["metadata"]["t"], e["measurements"]["i"]) for e in map(parse, lines))
+    assert seen == sorted((str(t), i) for t in range(threads_n) for i in range(per_thread))
+    assert backend.stats() == {
+        "written": threads_n * per_thread,
+        "encode_errors": 0,
+        "write_errors": 0,
+    }

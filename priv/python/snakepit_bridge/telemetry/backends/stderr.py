@@ -14,19 +14,35 @@ read)::
 * compact separators, ASCII only (non-ASCII text is ``\\uXXXX``-escaped), no
   ``NaN``/``Infinity`` (an event that would need them is not written);
 * each line is written and flushed under a lock, so lines from many threads never
-  interleave.
+  interleave. A stream with a file under it (``sys.stderr``) is flushed, then
+  the line goes to its file descriptor in one ``write`` (no copy through the
+  text and buffer layers); others get ``write`` and ``flush``.
+
+Encoding, fastest first: with the optional ``orjson`` package importable, the
+line is its output (about 0.5 µs; numbers in the shortest form that reads back
+exactly, e.g. ``1e16`` where ``json`` writes ``1e+16``); then a direct build of
+what ``json`` would write, for the usual types; then ``json`` itself. Each
+later path takes what an earlier one cannot do (non-ASCII text, non-string
+keys, integers beyond 64 bits, ...), so the line is the same JSON value
+whichever path wrote it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import threading
 import time
 from typing import Any, TextIO
 
 from .base import TelemetryBackend
+
+try:  # optional: the standard library does the same, about 2 µs slower per event
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
 
 __all__ = ["PREFIX", "StderrBackend"]
 
@@ -38,6 +54,70 @@ _quote = json.encoder.encode_basestring_ascii  # the json module's own (C) escap
 _int_repr = int.__repr__
 _float_repr = float.__repr__
 _isfinite = math.isfinite
+
+
+_PREFIX_BYTES = PREFIX.encode()
+
+
+def _orjson_line(
+    event_name: str,
+    measurements: dict[Any, Any],
+    metadata: dict[Any, Any],
+    timestamp_ns: int,
+    correlation_id: str | None,
+) -> bytes | None:
+    """The line by ``orjson``; ``None`` when it is not installed or cannot
+    write this event as the contract says (orjson writes ``NaN`` as ``null``
+    and non-ASCII text as UTF-8; it refuses non-string keys, big integers and
+    lone surrogates)."""
+    if _orjson is None:
+        return None
+    for value in measurements.values():
+        if type(value) is float and not _isfinite(value):
+            return None
+    try:
+        body = _orjson.dumps(
+            {
+                "event": event_name,
+                "measurements": measurements,
+                "metadata": metadata,
+                "timestamp_ns": timestamp_ns,
+                "correlation_id": correlation_id,
+            },
+            option=_orjson.OPT_APPEND_NEWLINE,
+        )
+    except Exception:
+        return None
+    if not body.isascii():
+        return None
+    return _PREFIX_BYTES + body
+
+
+def _fileno(stream: Any) -> int | None:
+    """The stream's file descriptor; ``None`` when there is no file under it
+    (StringIO, a test's capture)."""
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _write(stream: Any, fd: int | None, line: bytes) -> None:
+    """Writes one line (under the lock: a line longer than PIPE_BUF takes
+    several write(2) calls on a full pipe, and must not be cut into)."""
+    if fd is None:
+        stream.write(line.decode("ascii"))
+        # A line-buffered stream has flushed the line itself.
+        if not getattr(stream, "line_buffering", False):
+            stream.flush()
+        return
+    stream.flush()  # what the stream itself still holds goes first
+    _write_all(fd, memoryview(line))
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _fast_line(
@@ -98,6 +178,8 @@ class StderrBackend(TelemetryBackend):
         self._written = 0
         self._encode_errors = 0
         self._write_errors = 0
+        # The last stream written to and its file descriptor (None: none).
+        self._fd: tuple[Any, int | None] = (None, None)
 
     def emit(
         self,
@@ -108,26 +190,32 @@ class StderrBackend(TelemetryBackend):
     ) -> None:
         """Writes one line and flushes; never raises."""
         timestamp_ns = time.time_ns()
-        line = _fast_line(event_name, measurements, metadata, timestamp_ns, correlation_id)
+        line = _orjson_line(event_name, measurements, metadata, timestamp_ns, correlation_id)
         if line is None:
-            payload = {
-                "event": event_name,
-                "measurements": measurements,
-                "metadata": metadata,
-                "timestamp_ns": timestamp_ns,
-                "correlation_id": correlation_id,
-            }
-            try:
-                line = PREFIX + _encode(payload) + "\n"
-            except Exception:
-                with self._lock:
-                    self._encode_errors += 1
-                return
+            text = _fast_line(event_name, measurements, metadata, timestamp_ns, correlation_id)
+            if text is None:
+                payload = {
+                    "event": event_name,
+                    "measurements": measurements,
+                    "metadata": metadata,
+                    "timestamp_ns": timestamp_ns,
+                    "correlation_id": correlation_id,
+                }
+                try:
+                    text = PREFIX + _encode(payload) + "\n"
+                except Exception:
+                    with self._lock:
+                        self._encode_errors += 1
+                    return
+            line = text.encode("ascii")  # both paths escape everything else
         with self._lock:
             stream = sys.stderr if self._stream is None else self._stream
             try:
-                stream.write(line)
-                stream.flush()
+                cached, fd = self._fd
+                if cached is not stream:
+                    fd = _fileno(stream)
+                    self._fd = (stream, fd)
+                _write(stream, fd, line)
             except Exception:
                 self._write_errors += 1
             else:
