@@ -221,6 +221,17 @@ def test_many_threads_never_interleave_lines() -> None:
     }
 
 
+def random_payload(rng: Any, texts: list[str], numbers: list[Any]) -> dict[str, Any]:
+    """An event as the line's JSON object (keys in the line's order)."""
+    return {
+        "event": rng.choice(texts) + rng.choice(texts),
+        "measurements": {rng.choice(texts): rng.choice(numbers) for _ in range(rng.randrange(4))},
+        "metadata": {rng.choice(texts): rng.choice(texts) for _ in range(rng.randrange(4))},
+        "timestamp_ns": rng.randrange(2**63),
+        "correlation_id": rng.choice([None, *texts]),
+    }
+
+
 def test_the_fast_line_is_byte_for_byte_what_json_writes() -> None:
     import json
     import random
@@ -242,19 +253,9 @@ def test_the_fast_line_is_byte_for_byte_what_json_writes() -> None:
     numbers = [0, -1, 2**70, -(2**63), 1.5, -0.0, 1e300, 5e-324, 1e16, 0.1 + 0.2]
     encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
     for _ in range(3000):
-        name = rng.choice(texts) + rng.choice(texts)
-        measurements = {rng.choice(texts): rng.choice(numbers) for _ in range(rng.randrange(4))}
-        metadata = {rng.choice(texts): rng.choice(texts) for _ in range(rng.randrange(4))}
-        cid = rng.choice([None, *texts])
-        ts = rng.randrange(2**63)
+        payload = random_payload(rng, texts, numbers)
+        name, measurements, metadata, ts, cid = payload.values()
         fast = stderr._fast_line(name, measurements, metadata, ts, cid)
-        payload = {
-            "event": name,
-            "measurements": measurements,
-            "metadata": metadata,
-            "timestamp_ns": ts,
-            "correlation_id": cid,
-        }
         assert fast == stderr.PREFIX + encode(payload) + "\n"
     # Anything else takes the json path (or is refused there).
     assert stderr._fast_line("a", {"x": True}, {}, 1, None) is None
@@ -275,18 +276,8 @@ def test_the_orjson_line_is_the_same_json_value_or_left_to_the_other_paths() -> 
     for _ in range(3000):
         texts = plain + other if rng.random() < 0.3 else plain
         values = numbers + [2**70, math.inf] if rng.random() < 0.2 else numbers
-        name = rng.choice(texts) + rng.choice(texts)
-        measurements = {rng.choice(texts): rng.choice(values) for _ in range(rng.randrange(4))}
-        metadata = {rng.choice(texts): rng.choice(texts) for _ in range(rng.randrange(4))}
-        cid = rng.choice([None, *texts])
-        ts = rng.randrange(2**63)
-        payload = {
-            "event": name,
-            "measurements": measurements,
-            "metadata": metadata,
-            "timestamp_ns": ts,
-            "correlation_id": cid,
-        }
+        payload = random_payload(rng, texts, values)
+        name, measurements, metadata, ts, cid = payload.values()
         encoded = stderr._orjson_line(name, measurements, metadata, ts, cid)
         line = None if encoded is None else encoded.decode("ascii")
         strings = [name, cid or "", *measurements, *metadata, *metadata.values()]
