@@ -36,6 +36,38 @@ pub struct CatalogTerms {
     reserved: Vec<Reserved>,
     /// `:erlang.convert_time_unit(1, :second, :native)`.
     units: NativeUnits,
+    /// Each key atom's place in term order (the BEAM orders atoms by name):
+    /// maps are handed to the BEAM sorted (see `encode::map`).
+    measurement_order: Vec<u32>,
+    metadata_order: Vec<u32>,
+    /// The same for the metadata keys the NIF sets itself.
+    set_order: Vec<(Atom, u32)>,
+}
+
+/// The metadata keys the NIF sets on events (see [`Reserved`]).
+const SET_KEYS: [&str; 6] = [
+    "correlation_id",
+    "timestamp_ns",
+    "node",
+    "worker_id",
+    "pool_name",
+    "python_pid",
+];
+
+/// The place of each of `names` in the sorted list of `names` plus `extra`.
+fn term_order(names: &[String], extra: &[&str]) -> (Vec<u32>, Vec<u32>) {
+    let mut all: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    let place = |n: &str| all.binary_search(&n).expect("listed above") as u32;
+    (
+        names.iter().map(|n| place(n)).collect(),
+        extra.iter().map(|n| place(n)).collect(),
+    )
 }
 
 static TERMS: OnceCell<CatalogTerms> = OnceCell::new();
@@ -78,10 +110,20 @@ fn build(env: Env, catalog: &'static Catalog, units: NativeUnits) -> NifResult<C
             _ => Reserved::No,
         })
         .collect();
+    let (measurement_order, _) = term_order(&catalog.measurement_keys, &[]);
+    let (metadata_order, set_places) = term_order(&catalog.metadata_keys, &SET_KEYS);
+    let set_order = SET_KEYS
+        .iter()
+        .zip(set_places)
+        .map(|(name, place)| Ok((Atom::from_str(env, name)?, place)))
+        .collect::<NifResult<_>>()?;
     Ok(CatalogTerms {
         catalog,
         events,
         reserved,
+        measurement_order,
+        metadata_order,
+        set_order,
         measurement_keys: atoms_of(env, &catalog.measurement_keys)?,
         metadata_keys: atoms_of(env, &catalog.metadata_keys)?,
         reasons,
@@ -137,6 +179,25 @@ impl CatalogTerms {
 
     pub fn metadata_key(&self, id: KeyId) -> Atom {
         self.metadata_keys[id as usize]
+    }
+
+    /// A measurement key's place in term order.
+    pub fn measurement_order(&self, id: KeyId) -> u32 {
+        self.measurement_order[id as usize]
+    }
+
+    /// A metadata key's place in term order.
+    pub fn metadata_order(&self, id: KeyId) -> u32 {
+        self.metadata_order[id as usize]
+    }
+
+    /// The place in term order of a metadata key the NIF sets (one of six;
+    /// any other atom goes last, which only costs the BEAM's sort a step).
+    pub fn atom_order(&self, key: Atom) -> u32 {
+        self.set_order
+            .iter()
+            .find(|(atom, _)| *atom == key)
+            .map_or(u32::MAX - 1, |(_, place)| *place)
     }
 
     pub fn reserved(&self, id: KeyId) -> Reserved {

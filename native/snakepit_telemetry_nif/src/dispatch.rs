@@ -4,7 +4,7 @@
 //! while the frame they borrow from is at hand, in the batch's own
 //! `OwnedEnv`; status messages use another, so neither clears the other.
 
-use rustler::env::SavedTerm;
+use rustler::sys::ErlNifTerm;
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 use snakepit_telemetry_core::lifecycle::{Status, StatusValue, TaskEnd};
 use snakepit_telemetry_core::validate::{Rejection, ValidEvent};
@@ -23,10 +23,13 @@ pub struct Dispatcher {
     batch: Batch,
 }
 
-/// The events of the next batch message, already terms.
+/// The events of the next batch message, already terms of `env`; `events`
+/// and `cache` are emptied whenever `env` is cleared (their terms die with
+/// it), which only `send_batch` does.
 struct Batch {
     env: OwnedEnv,
-    events: Vec<SavedTerm>,
+    events: Vec<ErlNifTerm>,
+    cache: encode::BatchCache,
 }
 
 impl Dispatcher {
@@ -38,6 +41,7 @@ impl Dispatcher {
             batch: Batch {
                 env: OwnedEnv::new(),
                 events: Vec::new(),
+                cache: encode::BatchCache::default(),
             },
         }
     }
@@ -46,10 +50,11 @@ impl Dispatcher {
     pub fn push(&mut self, e: &ValidEvent<'_>, ctx: &WorkerContext) -> Result<(), Rejection> {
         let batch = &mut self.batch;
         let terms = catalog_terms::get();
-        let saved = batch.env.run(|env| {
-            encode::event_tuple(env, terms, e, Some(ctx)).map(|tuple| batch.env.save(tuple))
+        let cache = &mut batch.cache;
+        let event = batch.env.run(|env| {
+            encode::event_tuple(env, terms, e, ctx, cache).map(|tuple| tuple.as_c_arg())
         })?;
-        batch.events.push(saved);
+        batch.events.push(event);
         Ok(())
     }
 
@@ -65,10 +70,15 @@ impl Dispatcher {
         let batch = &mut self.batch;
         let events = &batch.events;
         let sent = batch.env.send_and_clear(&self.owner, |env| {
-            let list: Vec<Term> = events.iter().map(|t| t.load(env)).collect();
+            // SAFETY: made in this env since its last clear (see `Batch`).
+            let list: Vec<Term> = events
+                .iter()
+                .map(|t| unsafe { Term::new(env, *t) })
+                .collect();
             (atoms::snakepit_telemetry_batch(), id, list).encode(env)
         });
         batch.events.clear();
+        batch.cache.clear();
         sent.map_err(|_| OwnerGone)
     }
 
