@@ -210,15 +210,10 @@ fn opt<T: Encoder>(env: Env<'_>, v: Option<T>) -> Term<'_> {
 /// Builds a map. Keys are unique by construction (the parsers keep one
 /// value per key, reserved keys are skipped above); should that ever fail,
 /// the event is refused instead of the task panicking. The entries are put
-/// in term order first (a handful, nearly sorted: insertion sort).
+/// in term order first (no allocation, O(n log n) whatever order a worker
+/// sends; binary keys share one place and the BEAM orders them).
 fn map<'a>(env: Env<'a>, entries: &mut Entries) -> Result<Term<'a>, Rejection> {
-    for i in 1..entries.len() {
-        let mut j = i;
-        while j > 0 && entries[j - 1].0 > entries[j].0 {
-            entries.swap(j - 1, j);
-            j -= 1;
-        }
-    }
+    entries.sort_unstable_by_key(|entry| entry.0);
     let keys: SmallVec<[ErlNifTerm; 16]> = entries.iter().map(|e| e.1).collect();
     let values: SmallVec<[ErlNifTerm; 16]> = entries.iter().map(|e| e.2).collect();
     let mut out = MaybeUninit::uninit();
