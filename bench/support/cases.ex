@@ -264,6 +264,52 @@ defmodule SnakepitBench.Cases do
     end
   end
 
+  @doc """
+  One real worker offered `rate` events/s (emit_events paced) for
+  `seconds`: events/s delivered to the handler and the share the worker
+  dropped (its own running totals).
+  """
+  def python_offered(rate, seconds) do
+    py = External.start_python()
+    counter = :counters.new(1, [:write_concurrency])
+    params = %{count: rate * seconds, interval_ms: 1000 / rate, event: "tool.result_size"}
+
+    try do
+      with_handler(&Handlers.count/4, counter, fn ->
+        [id] = ids = ids("py-offered", 1)
+        register(py.endpoint, ids, rpc: :batched)
+        {:ok, channel} = Client.connect(py.endpoint, token: External.token())
+        t0 = System.monotonic_time(:nanosecond)
+        {:ok, _} = Client.execute_tool(channel, "emit_events", params, timeout: seconds * 10_000)
+        wanted = rate * seconds
+
+        wait_until(
+          fn ->
+            {:ok, st} = GrpcStream.stats(id)
+            :counters.get(counter, 1) + st.python_dropped >= wanted
+          end,
+          10_000
+        )
+
+        elapsed = (System.monotonic_time(:nanosecond) - t0) / 1.0e9
+        {:ok, st} = GrpcStream.stats(id)
+        unregister(ids)
+
+        %{
+          delivered_per_s: :counters.get(counter, 1) / elapsed,
+          dropped_pct: 100 * st.python_dropped / max(st.python_emitted, 1),
+          command: py.command,
+          params:
+            "1 stream, rpc :batched; ExecuteTool emit_events #{inspect(params)} to completion; " <>
+              "handler :counters.add; drops from the worker's running totals"
+        }
+      end)
+    after
+      cleanup()
+      External.stop(py)
+    end
+  end
+
   @doc "priv/python/bench/emit_bench.py --json: median ns per emit() by backend."
   def emit_bench(args) do
     script = External.python_file("bench/emit_bench.py")

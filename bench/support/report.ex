@@ -100,7 +100,9 @@ defmodule SnakepitBench.Report do
   defp target(%{target: {:le, t}, unit: u}), do: "≤ " <> format(t, u)
 
   defp result(%{met: nil}), do: ""
-  defp result(%{met: false, ratio: nil}), do: "MISSED (not measured)"
+  defp result(%{value: nil}), do: "MISSED (not measured)"
+  # A target of zero has no ratio.
+  defp result(%{met: met, ratio: nil}), do: if(met, do: "met", else: "MISSED")
   defp result(%{met: true, ratio: r}), do: "met (#{ratio(r)} of target)"
   defp result(%{met: false, ratio: r}), do: "MISSED (#{ratio(r)} of target)"
 

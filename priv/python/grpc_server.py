@@ -3,7 +3,7 @@
 
 ::
 
-    python priv/python/grpc_server.py --port 0 [--host 127.0.0.1] [--max-buffer 1024]
+    python priv/python/grpc_server.py --port 0 [--host 127.0.0.1] [--max-buffer 4096]
         [--max-batch 512] [--max-frame-bytes 4194304] [--max-delay-ms 5] [--worker-id ID]
         [--shutdown-grace 2.0] [--ignore-stdin] [--switch-interval 0.001]
         [--tool-module MODULE ...] [--demo-tools]

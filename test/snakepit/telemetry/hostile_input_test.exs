@@ -25,7 +25,7 @@ defmodule Snakepit.Telemetry.HostileInputTest do
     # The healthy worker's queue holds 10 s of its load: on this 2-core
     # machine the hostile peers (Python building 10 MB frames every 50 ms)
     # and a busy neighbour can starve its sender thread for longer than the
-    # default queue (1024 events, 0.1 s here) lasts, and the drops that
+    # default queue (4096 events, 0.4 s here) lasts, and the drops that
     # follow are CPU starvation of the test machine, not the hostile bytes
     # reaching the healthy stream (seen once: 567 queue_full of 40,000).
     healthy = PythonWorker.start!(args: ["--sample-interval-ms", "0", "--max-buffer", "100000"])

@@ -27,6 +27,7 @@ from snakepit_bridge.telemetry.backends.grpc import GrpcBackend
 from snakepit_bridge.telemetry.resources import GcTelemetry, ResourceSampler
 from snakepit_bridge.telemetry.stream import (
     DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BUFFER,
     DEFAULT_MAX_DELAY,
     DEFAULT_MAX_FRAME_BYTES,
     TelemetryStream,
@@ -241,7 +242,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Snakepit Python worker (BridgeService)")
     parser.add_argument("--port", type=int, default=0, help="0 = let the OS choose (default)")
     parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
-    parser.add_argument("--max-buffer", type=int, default=1024, help="telemetry events buffered")
+    parser.add_argument(
+        "--max-buffer",
+        type=int,
+        default=DEFAULT_MAX_BUFFER,
+        help=f"telemetry events buffered (default {DEFAULT_MAX_BUFFER})",
+    )
     parser.add_argument(
         "--max-batch",
         type=int,
