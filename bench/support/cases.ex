@@ -225,38 +225,47 @@ defmodule SnakepitBench.Cases do
 
   @doc "Events/s one Python worker sustains into Elixir (emit_events, interval 0)."
   def python_throughput(rpc, warmup_ms, window_ms) do
+    params = %{count: 10_000_000, interval_ms: 0, event: "tool.result_size"}
+
+    with_python_stream("py-#{rpc}", rpc, fn py, id, ids, channel, counter ->
+      # Never awaited: the worker is killed after the window.
+      spawn(fn -> Client.execute_tool(channel, "emit_events", params, timeout: 600_000) end)
+      Process.sleep(warmup_ms)
+      {:ok, st0} = GrpcStream.stats(id)
+      s0 = Probe.start(counter, %{python: py.os_pid})
+      Process.sleep(window_ms)
+      w = Probe.window(s0, counter, %{python: py.os_pid})
+      {:ok, st1} = GrpcStream.stats(id)
+      unregister(ids)
+      emitted = st1.python_emitted - st0.python_emitted
+      dropped = st1.python_dropped - st0.python_dropped
+
+      Map.merge(w, %{
+        rpc: rpc,
+        rpc_used: st1.rpc,
+        python_emitted_per_s: if(emitted > 0, do: emitted / w.seconds),
+        python_dropped_pct: if(emitted > 0, do: 100 * dropped / emitted),
+        command: py.command,
+        params:
+          "1 stream, register_worker rpc: #{inspect(rpc)}; ExecuteTool emit_events #{inspect(params)} " <>
+            "(worker killed after the window); handler :counters.add; " <>
+            "warm-up #{warmup_ms} ms, window #{window_ms} ms"
+      })
+    end)
+  end
+
+  # One real worker with one registered stream and a counting handler:
+  # `fun.(py, id, ids, channel, counter)`; the worker is stopped after.
+  defp with_python_stream(prefix, rpc, fun) do
     py = External.start_python()
     counter = :counters.new(1, [:write_concurrency])
-    params = %{count: 10_000_000, interval_ms: 0, event: "tool.result_size"}
 
     try do
       with_handler(&Handlers.count/4, counter, fn ->
-        [id] = ids = ids("py-#{rpc}", 1)
+        [id] = ids = ids(prefix, 1)
         register(py.endpoint, ids, rpc: rpc)
         {:ok, channel} = Client.connect(py.endpoint, token: External.token())
-        # Never awaited: the worker is killed after the window.
-        spawn(fn -> Client.execute_tool(channel, "emit_events", params, timeout: 600_000) end)
-        Process.sleep(warmup_ms)
-        {:ok, st0} = GrpcStream.stats(id)
-        s0 = Probe.start(counter, %{python: py.os_pid})
-        Process.sleep(window_ms)
-        w = Probe.window(s0, counter, %{python: py.os_pid})
-        {:ok, st1} = GrpcStream.stats(id)
-        unregister(ids)
-        emitted = st1.python_emitted - st0.python_emitted
-        dropped = st1.python_dropped - st0.python_dropped
-
-        Map.merge(w, %{
-          rpc: rpc,
-          rpc_used: st1.rpc,
-          python_emitted_per_s: if(emitted > 0, do: emitted / w.seconds),
-          python_dropped_pct: if(emitted > 0, do: 100 * dropped / emitted),
-          command: py.command,
-          params:
-            "1 stream, register_worker rpc: #{inspect(rpc)}; ExecuteTool emit_events #{inspect(params)} " <>
-              "(worker killed after the window); handler :counters.add; " <>
-              "warm-up #{warmup_ms} ms, window #{window_ms} ms"
-        })
+        fun.(py, id, ids, channel, counter)
       end)
     after
       cleanup()
@@ -270,44 +279,34 @@ defmodule SnakepitBench.Cases do
   dropped (its own running totals).
   """
   def python_offered(rate, seconds) do
-    py = External.start_python()
-    counter = :counters.new(1, [:write_concurrency])
     params = %{count: rate * seconds, interval_ms: 1000 / rate, event: "tool.result_size"}
 
-    try do
-      with_handler(&Handlers.count/4, counter, fn ->
-        [id] = ids = ids("py-offered", 1)
-        register(py.endpoint, ids, rpc: :batched)
-        {:ok, channel} = Client.connect(py.endpoint, token: External.token())
-        t0 = System.monotonic_time(:nanosecond)
-        {:ok, _} = Client.execute_tool(channel, "emit_events", params, timeout: seconds * 10_000)
-        wanted = rate * seconds
+    with_python_stream("py-offered", :batched, fn py, id, ids, channel, counter ->
+      t0 = System.monotonic_time(:nanosecond)
+      {:ok, _} = Client.execute_tool(channel, "emit_events", params, timeout: seconds * 10_000)
+      wanted = rate * seconds
 
-        wait_until(
-          fn ->
-            {:ok, st} = GrpcStream.stats(id)
-            :counters.get(counter, 1) + st.python_dropped >= wanted
-          end,
-          10_000
-        )
+      wait_until(
+        fn ->
+          {:ok, st} = GrpcStream.stats(id)
+          :counters.get(counter, 1) + st.python_dropped >= wanted
+        end,
+        10_000
+      )
 
-        elapsed = (System.monotonic_time(:nanosecond) - t0) / 1.0e9
-        {:ok, st} = GrpcStream.stats(id)
-        unregister(ids)
+      elapsed = (System.monotonic_time(:nanosecond) - t0) / 1.0e9
+      {:ok, st} = GrpcStream.stats(id)
+      unregister(ids)
 
-        %{
-          delivered_per_s: :counters.get(counter, 1) / elapsed,
-          dropped_pct: 100 * st.python_dropped / max(st.python_emitted, 1),
-          command: py.command,
-          params:
-            "1 stream, rpc :batched; ExecuteTool emit_events #{inspect(params)} to completion; " <>
-              "handler :counters.add; drops from the worker's running totals"
-        }
-      end)
-    after
-      cleanup()
-      External.stop(py)
-    end
+      %{
+        delivered_per_s: :counters.get(counter, 1) / elapsed,
+        dropped_pct: 100 * st.python_dropped / max(st.python_emitted, 1),
+        command: py.command,
+        params:
+          "1 stream, rpc :batched; ExecuteTool emit_events #{inspect(params)} to completion; " <>
+            "handler :counters.add; drops from the worker's running totals"
+      }
+    end)
   end
 
   @doc "priv/python/bench/emit_bench.py --json: median ns per emit() by backend."

@@ -14,7 +14,7 @@ Emit side (:meth:`TelemetryStream.emit`, any thread, must be cheap)
     A cached per-event-name verdict decides at once whether the event passes;
     only then is the event stored as a plain tuple
     ``(name, measurements, metadata, time.time_ns(), correlation_id)`` in a
-    bounded buffer (default 1024 events). When the buffer is full the event is
+    bounded buffer (default 4096 events). When the buffer is full the event is
     dropped and counted. Protobuf is never built here. The emitting thread wakes
     the consumer (one ``loop.call_soon_threadsafe``) only when it has to: when
     the buffer goes from empty to non-empty while the consumer is parked, or when
@@ -133,7 +133,7 @@ _TIMER_SLACK_NS = 1_000_000
 
 #: Events a stream buffers by default: enough for one worker offered
 #: 150,000 events/s to lose none while the emitting thread holds the GIL
-#: (bench f9/f10; 1024 lost 2-4 %). About 2.5 MB at most, for small events.
+#: (bench f9/f10; 1024 lost 1.4-3.8 %). About 2.5 MB at most, for small events.
 DEFAULT_MAX_BUFFER = 4096
 
 #: A buffer length no buffer reaches (nobody wants a wake-up).
