@@ -352,3 +352,19 @@ def test_threads_writing_to_a_real_file_never_break_lines(kind: str, tmp_path: A
         "encode_errors": 0,
         "write_errors": 0,
     }
+
+
+def test_values_the_json_path_refuses_are_refused_whichever_encoder_runs() -> None:
+    class Floaty(float):
+        pass
+
+    for measurements, metadata in [
+        ({"x": Floaty("nan")}, {}),
+        ({"x": math.inf}, {}),
+        ({}, {"k": math.nan}),
+    ]:
+        out = io.StringIO()
+        backend = StderrBackend(out)
+        backend.emit("a.b", measurements, metadata, None)
+        assert out.getvalue() == ""
+        assert backend.stats()["encode_errors"] == 1

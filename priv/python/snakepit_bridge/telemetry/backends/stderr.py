@@ -73,7 +73,10 @@ def _orjson_line(
     if _orjson is None:
         return None
     for value in measurements.values():
-        if type(value) is float and not _isfinite(value):
+        if isinstance(value, float) and not _isfinite(value):
+            return None
+    for value in metadata.values():
+        if type(value) is not str:  # what emit() passes; others: the json path
             return None
     try:
         body = _orjson.dumps(
