@@ -92,8 +92,16 @@ defmodule SnakepitBench.Cases do
 
     try do
       with_handler(&Handlers.capture/4, {table, n}, fn ->
-        ids = ids("capture", 1)
-        register(lg.endpoint, ids, [])
+        [id] = ids = ids("capture", 1)
+        # Not `register/3`, which waits to see the stream :open: this
+        # loadgen ends each stream after `--total` events, within
+        # milliseconds, so a poll could miss every open (the bench once
+        # timed out so, 30 s); the events arriving are what counts.
+        {:ok, _} =
+          GrpcStream.register_worker(lg.endpoint, %{worker_id: id, pool_name: :bench},
+            token: External.token()
+          )
+
         wait_until(fn -> :ets.info(table, :size) >= n end, 10_000)
         unregister(ids)
       end)
