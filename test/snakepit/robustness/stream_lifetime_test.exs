@@ -8,7 +8,7 @@ defmodule Snakepit.Robustness.StreamLifetimeTest do
   use ExUnit.Case, async: false
 
   alias Snakepit.{GRPCWorker, Pool}
-  alias Snakepit.Telemetry.{GrpcStream, Native, Naming}
+  alias Snakepit.Telemetry.{GrpcStream, Native}
   alias Snakepit.Test.HostileWorker
 
   import Snakepit.Test.Eventually
