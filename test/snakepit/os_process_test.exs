@@ -56,8 +56,16 @@ defmodule Snakepit.OSProcessTest do
   end
 
   test "spawn_owned: ready, exit before ready, timeout, a program that cannot start" do
+    # `exec`: the KILL below must end the process that holds the port's
+    # pipe. With a plain `sleep 5` the shell died but its child kept the
+    # pipe open, the exit status came only once it closed (5 s), and the
+    # owner's 5 s wait failed a run under a busy core.
     assert {:ok, %{os_pid: pid, owner: owner, ready: "7"}} =
-             OSProcess.spawn_owned("/bin/sh", ["-c", "echo noise; echo 'UP 7'; sleep 5"], "UP ")
+             OSProcess.spawn_owned(
+               "/bin/sh",
+               ["-c", "echo noise; echo 'UP 7'; exec sleep 5"],
+               "UP "
+             )
 
     assert OSProcess.signal(pid, "0")
     OSProcess.signal(pid, "KILL")
