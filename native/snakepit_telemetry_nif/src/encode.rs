@@ -84,14 +84,17 @@ fn cached_name<'a>(
 }
 
 fn cached_context(env: Env<'_>, ctx: &WorkerContext, cache: &mut BatchCache) -> [ErlNifTerm; 4] {
-    *cache.context.get_or_insert_with(|| {
-        [
-            ctx.node.encode(env).as_c_arg(),
-            ctx.worker_id.encode(env).as_c_arg(),
-            name_term(env, &ctx.pool_name).as_c_arg(),
-            opt(env, ctx.python_pid).as_c_arg(),
-        ]
-    })
+    *cache.context.get_or_insert_with(|| context_terms(env, ctx))
+}
+
+/// `node`, `worker_id`, `pool_name`, `python_pid`.
+fn context_terms(env: Env<'_>, ctx: &WorkerContext) -> [ErlNifTerm; 4] {
+    [
+        ctx.node.encode(env).as_c_arg(),
+        ctx.worker_id.encode(env).as_c_arg(),
+        name_term(env, &ctx.pool_name).as_c_arg(),
+        opt(env, ctx.python_pid).as_c_arg(),
+    ]
 }
 
 /// `{event_name, measurements, metadata}`; metadata holds the validated
@@ -105,7 +108,7 @@ pub fn event_terms<'a>(
     ctx: Option<&WorkerContext>,
 ) -> Result<(Term<'a>, Term<'a>, Term<'a>), Rejection> {
     let name = terms.event(e.event).encode(env);
-    let context = ctx.map(|ctx| cached_context(env, ctx, &mut BatchCache::default()));
+    let context = ctx.map(|ctx| context_terms(env, ctx));
     Ok((
         name,
         measurements(env, terms, e)?,

@@ -59,6 +59,19 @@ _isfinite = math.isfinite
 _PREFIX_BYTES = PREFIX.encode()
 
 
+def _payload(
+    event_name: Any, measurements: Any, metadata: Any, timestamp_ns: int, correlation_id: Any
+) -> dict[str, Any]:
+    """The line's JSON object, keys in the documented order."""
+    return {
+        "event": event_name,
+        "measurements": measurements,
+        "metadata": metadata,
+        "timestamp_ns": timestamp_ns,
+        "correlation_id": correlation_id,
+    }
+
+
 def _orjson_line(
     event_name: str,
     measurements: dict[Any, Any],
@@ -78,17 +91,9 @@ def _orjson_line(
     for value in metadata.values():
         if type(value) is not str:  # what emit() passes; others: the json path
             return None
+    payload = _payload(event_name, measurements, metadata, timestamp_ns, correlation_id)
     try:
-        body = _orjson.dumps(
-            {
-                "event": event_name,
-                "measurements": measurements,
-                "metadata": metadata,
-                "timestamp_ns": timestamp_ns,
-                "correlation_id": correlation_id,
-            },
-            option=_orjson.OPT_APPEND_NEWLINE,
-        )
+        body = _orjson.dumps(payload, option=_orjson.OPT_APPEND_NEWLINE)
     except Exception:
         return None
     if not body.isascii():
@@ -197,13 +202,7 @@ class StderrBackend(TelemetryBackend):
         if line is None:
             text = _fast_line(event_name, measurements, metadata, timestamp_ns, correlation_id)
             if text is None:
-                payload = {
-                    "event": event_name,
-                    "measurements": measurements,
-                    "metadata": metadata,
-                    "timestamp_ns": timestamp_ns,
-                    "correlation_id": correlation_id,
-                }
+                payload = _payload(event_name, measurements, metadata, timestamp_ns, correlation_id)
                 try:
                     text = PREFIX + _encode(payload) + "\n"
                 except Exception:
