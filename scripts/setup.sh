@@ -4,7 +4,8 @@
 # - a project-local Python virtualenv (.venv) from priv/python/requirements-dev.txt,
 # - the stubs' compiler in its own virtualenv (.venv-proto) from
 #   priv/python/requirements-proto.txt,
-# - the Rust crates (cargo fetch).
+# - the Rust crates (cargo fetch),
+# - the Python worker's native encoder (scripts/build_speedups.sh).
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,3 +70,6 @@ fi
 
 say "fetching Rust crates"
 cargo fetch --locked --quiet
+
+say "building the worker's native encoder (snakepit_bridge.telemetry._speedups)"
+scripts/build_speedups.sh

@@ -199,8 +199,13 @@ defmodule Mix.Tasks.Compile.SnakepitNif do
         args = ["build", "--profile", profile(), "--locked", "-p", @crate]
 
         case System.cmd(exe, args, cd: root, stderr_to_stdout: true, into: IO.stream()) do
-          {_, 0} -> install(root)
-          {_, status} -> error("cargo build failed with exit status #{status} (output above)")
+          {_, 0} ->
+            installed = install(root)
+            if match?({:ok, _}, installed), do: speedups(root)
+            installed
+
+          {_, status} ->
+            error("cargo build failed with exit status #{status} (output above)")
         end
     end
   end
@@ -232,6 +237,28 @@ defmodule Mix.Tasks.Compile.SnakepitNif do
       {:ok, []}
     else
       error("cargo succeeded but no library was found under target/#{profile()}")
+    end
+  end
+
+  # The Python worker's optional native encoder, built along with the NIF
+  # (scripts/build_speedups.sh). Not an error when it fails: workers then
+  # encode telemetry in pure Python.
+  defp speedups(root) do
+    script = Path.join(root, "scripts/build_speedups.sh")
+
+    if File.exists?(script) do
+      Mix.shell().info("==> scripts/build_speedups.sh (the worker's native encoder)")
+
+      case System.cmd("bash", [script], cd: root, stderr_to_stdout: true) do
+        {_, 0} ->
+          :ok
+
+        {out, status} ->
+          Mix.shell().info(
+            "snakepit_nif: the worker's native encoder was not built (exit status #{status}); " <>
+              "workers encode telemetry in pure Python.\n" <> out
+          )
+      end
     end
   end
 

@@ -1,8 +1,13 @@
-"""The hand-written protobuf encoder produces the messages the runtime would."""
+"""The hand-written protobuf encoder produces the messages the runtime would.
+
+Every test runs twice: with the native encoder first (``_speedups``, which
+takes the fast cases and hands the rest back) and in pure Python.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from typing import Any
@@ -14,6 +19,18 @@ from snakepit_bridge.telemetry import wire
 from snakepit_bridge.telemetry.wire import BATCH_TOTAL_TAGS, EventEncoder
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def encoder_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs the test with EventEncoder() trying the native encoder first, or not."""
+    if request.param == "python":
+        monkeypatch.setattr(wire, "NATIVE", None)
+    elif wire.NATIVE is None:
+        if os.environ.get("SNAKEPIT_REQUIRE_SPEEDUPS") == "1":
+            pytest.fail("the native encoder (_speedups) is not built; scripts/setup.sh builds it")
+        pytest.skip("the native encoder is not built or is turned off (SNAKEPIT_BRIDGE_PURE_PYTHON)")
+    return request.param
 
 
 def reference_value(value: Any) -> pb.TelemetryValue | None:

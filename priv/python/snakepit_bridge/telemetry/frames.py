@@ -119,10 +119,10 @@ class Frames:
         for any frame."""
         size = 0
         for index in range(len(items)):
-            event_size = sum(map(len, pieces[2 * index : 2 * index + 2]))
+            event_size = len(pieces[index])
             if size + event_size > budget and index > 0:
                 self._give_back(items[index:])
-                return pieces[: 2 * index], items[:index]
+                return pieces[:index], items[:index]
             if event_size > self.max_frame_bytes - BATCH_OVERHEAD:
                 # Alone it would still break the receiver's frame limit.
                 self._give_back(items[index + 1 :])
@@ -130,6 +130,6 @@ class Frames:
                 _log.warning(
                     "telemetry event %r too large (%d bytes) dropped", items[index][0], event_size
                 )
-                return pieces[: 2 * index], items[:index]
+                return pieces[:index], items[:index]
             size += event_size
         return pieces, items

@@ -41,13 +41,45 @@ encoder is not thread-safe: one stream's consumer uses it.
 
 from __future__ import annotations
 
+import logging
+import os
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .text import metadata_text
 
-__all__ = ["BATCH_TOTAL_TAGS", "EventEncoder", "Event", "varint"]
+__all__ = ["BATCH_TOTAL_TAGS", "NATIVE", "EventEncoder", "Event", "varint"]
+
+#: Version of the mapping below; the native encoder is used only when it
+#: writes the same one (a library built from other sources is ignored).
+WIRE_VERSION = 1
+
+
+def _native_encoder() -> Any:
+    """The Rust encoder (``_speedups.encode``) when it is built, of this
+    mapping's version, and not turned off with ``SNAKEPIT_BRIDGE_PURE_PYTHON=1``;
+    else ``None``."""
+    if os.environ.get("SNAKEPIT_BRIDGE_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from . import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    if getattr(_speedups, "WIRE_VERSION", None) != WIRE_VERSION:
+        logging.getLogger(__name__).warning(
+            "snakepit_bridge.telemetry._speedups is of another wire version (a stale build?): "
+            "ignored, the pure-Python encoder is used"
+        )
+        return None
+    return _speedups.encode
+
+
+#: ``encode(events, framed)`` of the native encoder, or ``None`` (see
+#: :func:`_native_encoder`). It answers ``None`` for a batch it does not
+#: take (anything but exact ``str``/``int``/``float`` values); the Python
+#: encoder then encodes it.
+NATIVE = _native_encoder()
 
 #: One event as queued by the stream.
 Event = tuple[str, dict, dict, int, "str | None"]
@@ -160,9 +192,20 @@ def _plain(event: Sequence[Any]) -> tuple[str, dict, dict, int, str | None]:
 class EventEncoder:
     """Encodes queued event tuples as ``TelemetryEvent`` / ``TelemetryEventBatch``."""
 
-    __slots__ = ("_cid", "_keys", "_limit", "_meta", "_names", "_ts_high", "_ts_high_bytes")
+    __slots__ = (
+        "_cid",
+        "_keys",
+        "_limit",
+        "_meta",
+        "_names",
+        "_native",
+        "_ts_high",
+        "_ts_high_bytes",
+    )
 
-    def __init__(self, cache_limit: int = 4096) -> None:
+    def __init__(self, cache_limit: int = 4096, *, native: bool = True) -> None:
+        """``native``: try :data:`NATIVE` first (when there is one)."""
+        self._native = NATIVE if native else None
         self._limit = cache_limit
         self._names: dict[str, bytes] = {}
         self._keys: dict[Any, tuple[bytes, ...]] = {}
@@ -219,9 +262,20 @@ class EventEncoder:
 
     def encode(self, events: Iterable[Sequence[Any]], framed: bool) -> list[bytes]:
         """Encodes every event: a list of ``TelemetryEvent`` bodies, or with
-        ``framed`` a list of pieces whose concatenation is the ``events`` field
-        of a ``TelemetryEventBatch`` (two pieces per event: tag and length, then
-        the body). The hot loop of the stream; every common case is inline."""
+        ``framed`` of the elements of a ``TelemetryEventBatch``'s ``events``
+        field (tag and length, then the body), one piece per event. The
+        native encoder takes a list of the values ``telemetry.emit`` queues;
+        this class encodes the rest."""
+        native = self._native
+        if native is not None and type(events) is list:
+            out = native(events, framed)
+            if out is not None:
+                return out
+        return self._encode(events, framed)
+
+    def _encode(self, events: Iterable[Sequence[Any]], framed: bool) -> list[bytes]:
+        """:meth:`encode` in Python: the hot loop of a stream without the
+        native encoder, every common case inline."""
         out: list[bytes] = []
         out_append = out.append
         names = self._names
@@ -295,7 +349,7 @@ class EventEncoder:
             body = b"".join(parts)
             if framed:
                 size = len(body)
-                out_append(frames[size] if size < _FRAME_LIMIT else b"\x0a" + varint(size))
+                body = (frames[size] if size < _FRAME_LIMIT else b"\x0a" + varint(size)) + body
             out_append(body)
         self._ts_high = ts_high
         self._ts_high_bytes = ts_high_bytes
