@@ -10,7 +10,10 @@
 # runs some sections (a includes c and the mailbox figures of e; e alone is
 # the idle-memory case). --max-batch / --lg-batch change the batch sizes of
 # the throughput runs (register_worker :max_batch, loadgen --batch), for
-# experiments; ERL_FLAGS passes VM flags (recorded in the report).
+# experiments; ERL_FLAGS passes VM flags (recorded in the report);
+# BENCH_PY_ARGS adds flags to the worker of (h), e.g. "--max-batch 2048",
+# and SNAKEPIT_BRIDGE_PURE_PYTHON=1 runs the workers without the native
+# encoder.
 
 for file <- ~w(external probe report cases),
     do: Code.require_file("support/#{file}.ex", __DIR__)
@@ -164,7 +167,8 @@ max_delays =
 paced =
   on?.("h") &&
     run.("(h) steady rates", fn ->
-      for d <- max_delays, do: Cases.paced([100, 1_000, 10_000], ms.(3_000), ms.(8_000), d)
+      for d <- max_delays,
+          do: Cases.paced([100, 1_000, 10_000], ms.(2_000), {5, ms.(1_600)}, d)
     end)
 
 wake_floor = on?.("h") && run.("(h) wake-up floor", fn -> Cases.wake_floor(300, 5) end)
@@ -589,7 +593,7 @@ h_figs =
     acc ->
       on = paced_row.(p, rate, :on)
       off = paced_row.(p, rate, :off)
-      added = if on && off, do: (on.python - off.python) * 100
+      added = p.python_added[rate] && p.python_added[rate] * 100
       beam = if on, do: beam_cores.(on) * 100
       target = paced_targets[rate] && {:le, paced_targets[rate]}
       d = p.max_delay_ms
@@ -613,7 +617,7 @@ h_figs =
 
       acc ++
         [
-          fig.(1, "Python CPU added (on - off)", added, :pct, target: target),
+          fig.(1, "Python CPU added (on - off, median of pairs)", added, :pct, target: target),
           fig.(2, "the same per event", per_ev.(added), :ns, []),
           fig.(3, "whole BEAM process", beam, :pct, target: target),
           fig.(4, "the same per event", per_ev.(beam), :ns, []),

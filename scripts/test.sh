@@ -54,8 +54,8 @@ run clippy cargo clippy --workspace --all-targets --locked --quiet -- -D warning
 run mix-format mix format --check-formatted
 run mix-format-fallback bash -c 'cd fallback/telemetry && mix format --check-formatted'
 run mix-compile mix compile --warnings-as-errors --force
-run ruff-check "$venv/ruff" check priv/python test/support
-run ruff-format "$venv/ruff" format --check priv/python test/support
+run ruff-check "$venv/ruff" check priv/python test/support bench
+run ruff-format "$venv/ruff" format --check priv/python test/support bench
 
 if [ "${1:-}" != "--lint-only" ]; then
   # --- test suites ------------------------------------------------------------

@@ -347,9 +347,15 @@ defmodule SnakepitBench.Cases do
   off (`toggle(id, false)`: `emit` returns early), of the BEAM's threads by
   group (schedulers, dirty CPU, others) and of the NIF's ingest threads, and
   emit -> handler latency. The worker coalesces with `--max-delay-ms`.
+
+  On and off alternate in `pairs` pairs of `block_ms` blocks (on-off, then
+  off-on, ...) while the worker keeps emitting, so drift of the machine hits
+  both alike; a row sums its mode's blocks, and `python_added` is the median
+  of the pairs' differences.
   """
-  def paced(rates, warmup_ms, window_ms, max_delay_ms) do
-    py = External.start_python(["--max-delay-ms", to_string(max_delay_ms)])
+  def paced(rates, warmup_ms, {pairs, block_ms}, max_delay_ms) do
+    extra = String.split(System.get_env("BENCH_PY_ARGS", ""))
+    py = External.start_python(["--max-delay-ms", to_string(max_delay_ms)] ++ extra)
     hist = Hist.new()
 
     try do
@@ -359,19 +365,22 @@ defmodule SnakepitBench.Cases do
         {:ok, channel} = Client.connect(py.endpoint, token: External.token())
 
         rows =
-          for rate <- rates, mode <- [:on, :off] do
-            paced_window(channel, id, py.os_pid, hist, rate, mode, warmup_ms, window_ms)
+          for rate <- rates do
+            paced_rate(channel, id, py.os_pid, hist, rate, warmup_ms, pairs, block_ms)
           end
 
         unregister(ids)
 
         %{
-          rows: rows,
+          rows: List.flatten(for {on, off, _} <- rows, do: [on, off]),
+          python_added: Map.new(rows, fn {on, _, added} -> {on.rate, added} end),
           max_delay_ms: max_delay_ms,
           command: py.command,
           params:
             "ExecuteTool emit_events %{count, interval_ms: 1000/rate}; warm-up #{warmup_ms} ms, " <>
-              "window #{window_ms} ms; off = GrpcStream.toggle(id, false); handler: latency histogram"
+              "then #{pairs} pairs of #{block_ms} ms blocks on/off alternated (#{@settle_ms} ms " <>
+              "settling after each toggle); off = GrpcStream.toggle(id, false); " <>
+              "handler: latency histogram"
         }
       end)
     after
@@ -380,12 +389,15 @@ defmodule SnakepitBench.Cases do
     end
   end
 
-  defp paced_window(channel, id, os_pid, hist, rate, mode, warmup_ms, window_ms) do
-    :ok = GrpcStream.toggle(id, mode == :on)
-    Process.sleep(200)
-    count = round(rate * (warmup_ms + window_ms + 500) / 1000)
-    params = %{count: count, interval_ms: 1000 / rate}
-    timeout = warmup_ms + window_ms + 30_000
+  # After a toggle: the control frame reaches the worker, and the frame it
+  # was lingering on is delivered, before a block is measured.
+  @settle_ms 300
+
+  defp paced_rate(channel, id, os_pid, hist, rate, warmup_ms, pairs, block_ms) do
+    :ok = GrpcStream.toggle(id, true)
+    total_ms = warmup_ms + 2 * pairs * (@settle_ms + block_ms) + 500
+    params = %{count: round(rate * total_ms / 1000), interval_ms: 1000 / rate}
+    timeout = total_ms + 30_000
 
     task =
       Task.async(fn -> Client.execute_tool(channel, "emit_events", params, timeout: timeout) end)
@@ -393,39 +405,79 @@ defmodule SnakepitBench.Cases do
     Process.sleep(warmup_ms)
     Hist.reset(hist)
 
-    {t0, r0, f0} =
-      {System.monotonic_time(:nanosecond), Probe.runs(%{python: os_pid}), stat(id, :frames)}
+    # on-off, off-on, on-off, ...: a trend in the machine's load adds to
+    # both modes alike.
+    blocks =
+      for pair <- 1..pairs, mode <- if(rem(pair, 2) == 1, do: [:on, :off], else: [:off, :on]) do
+        :ok = GrpcStream.toggle(id, mode == :on)
+        Process.sleep(@settle_ms)
+        {mode, paced_block(id, os_pid, block_ms)}
+      end
 
-    Process.sleep(window_ms)
+    lat = Hist.summary(hist)
+    {:ok, _} = Task.await(task, timeout)
+    :ok = GrpcStream.toggle(id, true)
 
-    {t1, r1, f1} =
-      {System.monotonic_time(:nanosecond), Probe.runs(%{python: os_pid}), stat(id, :frames)}
+    row = fn mode ->
+      mine = for {^mode, b} <- blocks, do: b
+      seconds = Enum.sum(Enum.map(mine, & &1.seconds))
+      cores = fn key -> Enum.sum(Enum.map(mine, &(&1.cpu[key] * &1.seconds))) / seconds end
+      per_s = fn key -> Enum.sum(Enum.map(mine, &(&1[key] * &1.seconds))) / seconds end
+
+      %{
+        rate: rate,
+        mode: mode,
+        seconds: seconds,
+        delivered: Enum.sum(Enum.map(mine, & &1.delivered)),
+        frames_per_s: per_s.(:frames_per_s),
+        python: cores.(:python),
+        python_runs_per_s: per_s.(:python_runs_per_s),
+        beam_schedulers: cores.(:beam_schedulers),
+        beam_dirty_cpu: cores.(:beam_dirty_cpu),
+        beam_other: cores.(:beam_other),
+        nif_ingest: cores.(:nif_ingest),
+        beam_runs_per_s: per_s.(:beam_runs_per_s),
+        p50_ns: if(mode == :on, do: lat.p50),
+        p99_ns: if(mode == :on, do: lat.p99)
+      }
+    end
+
+    # Per pair: Python cores on minus off; the median resists one slow spell.
+    added =
+      blocks
+      |> Enum.chunk_every(2)
+      |> Enum.map(fn pair ->
+        Map.new(pair)
+        |> then(&(&1.on.cpu.python - &1.off.cpu.python))
+      end)
+      |> median()
+
+    {row.(:on), row.(:off), added}
+  end
+
+  defp paced_block(id, os_pid, block_ms) do
+    {t0, r0, f0, d0} =
+      {System.monotonic_time(:nanosecond), Probe.runs(%{python: os_pid}), stat(id, :frames),
+       stat(id, :events_delivered)}
+
+    Process.sleep(block_ms)
+
+    {t1, r1, f1, d1} =
+      {System.monotonic_time(:nanosecond), Probe.runs(%{python: os_pid}), stat(id, :frames),
+       stat(id, :events_delivered)}
 
     seconds = (t1 - t0) / 1.0e9
     w = Probe.runs_window(r0, r1, seconds)
-    lat = Hist.summary(hist)
-    {:ok, _} = Task.await(task, timeout)
     group = fn key, field -> get_in(w, [key, field]) || 0.0 end
+    beam_groups = [:beam_schedulers, :beam_dirty_cpu, :beam_other, :nif_ingest]
 
     %{
-      rate: rate,
-      mode: mode,
       seconds: seconds,
-      delivered: lat.count,
+      delivered: d1 - d0,
       frames_per_s: (f1 - f0) / seconds,
-      python: group.(:python, :cores),
+      cpu: Map.new([:python | beam_groups], &{&1, group.(&1, :cores)}),
       python_runs_per_s: group.(:python, :runs_per_s),
-      beam_schedulers: group.(:beam_schedulers, :cores),
-      beam_dirty_cpu: group.(:beam_dirty_cpu, :cores),
-      beam_other: group.(:beam_other, :cores),
-      nif_ingest: group.(:nif_ingest, :cores),
-      beam_runs_per_s:
-        Enum.sum(
-          for k <- [:beam_schedulers, :beam_dirty_cpu, :beam_other, :nif_ingest],
-              do: group.(k, :runs_per_s)
-        ),
-      p50_ns: lat.p50,
-      p99_ns: lat.p99
+      beam_runs_per_s: Enum.sum(for k <- beam_groups, do: group.(k, :runs_per_s))
     }
   end
 

@@ -22,7 +22,10 @@ from snakepit_bridge.telemetry.wire import EventEncoder
 if wire.NATIVE is None:
     if os.environ.get("SNAKEPIT_REQUIRE_SPEEDUPS") == "1":
         raise RuntimeError("the native encoder (_speedups) is not built (scripts/setup.sh)")
-    pytest.skip("the native encoder is not built or is turned off (SNAKEPIT_BRIDGE_PURE_PYTHON)", allow_module_level=True)
+    pytest.skip(
+        "the native encoder is not built, or SNAKEPIT_BRIDGE_PURE_PYTHON is set",
+        allow_module_level=True,
+    )
 
 from snakepit_bridge.telemetry import _speedups  # noqa: E402
 

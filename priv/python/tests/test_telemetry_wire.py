@@ -29,7 +29,7 @@ def encoder_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     elif wire.NATIVE is None:
         if os.environ.get("SNAKEPIT_REQUIRE_SPEEDUPS") == "1":
             pytest.fail("the native encoder (_speedups) is not built; scripts/setup.sh builds it")
-        pytest.skip("the native encoder is not built or is turned off (SNAKEPIT_BRIDGE_PURE_PYTHON)")
+        pytest.skip("the native encoder is not built, or SNAKEPIT_BRIDGE_PURE_PYTHON is set")
     return request.param
 
 
