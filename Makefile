@@ -21,7 +21,7 @@ test: setup
 lint: setup
 	@scripts/test.sh --lint-only
 
-# Benchmarks (2-4 min): a table of figures against the targets, the command
+# Benchmarks (about 6 min): a table of figures against the targets, the command
 # line of each, and _build/bench/report.json. BENCH_ARGS passes options to
 # bench/run.exs (e.g. --quick, --only a,b). Profiles: bench/profile.sh,
 # bench/ingest_micro.sh.

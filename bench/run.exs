@@ -2,7 +2,7 @@
 #
 #   mix run bench/run.exs [--quick] [--out _build/bench/report.json]
 #       [--only a,b,d,e,f] [--streams 1,16,256] [--rpcs batched,stock]
-#       [--max-batch N] [--lg-batch N] [--max-delay-ms 5,100]
+#       [--max-batch N] [--lg-batch N] [--max-delay-ms 5,100,250]
 #
 # Prints a table of figures with their targets, the CPU used per stage, and
 # the command line / parameters of every figure; writes a JSON report.
@@ -160,7 +160,7 @@ token =
 # few thread wake-ups on each side, so the window sets the CPU per event at
 # steady rates (the trade-off the README's "Cost at steady rates" states).
 max_delays =
-  (opts[:max_delay_ms] || "5,100")
+  (opts[:max_delay_ms] || "5,100,250")
   |> String.split(",", trim: true)
   |> Enum.map(fn text -> elem(Float.parse(text), 0) end)
 
@@ -581,6 +581,20 @@ floor_figs =
         "floor: the same for a BEAM process (Process.sleep)",
         wake_floor.beam_ns,
         :ns,
+        "(h) wake-up floor"
+      ),
+      Report.figure(
+        "h3",
+        "floor: bare grpc.aio stream, server CPU per message (timer + send)",
+        wake_floor.grpc_send_ns,
+        :ns,
+        "(h) wake-up floor"
+      ),
+      Report.figure(
+        "h4",
+        "the same at #{wake_floor.grpc_rate} messages/s (1k ev/s in 5 ms frames)",
+        wake_floor.grpc_send_ns * wake_floor.grpc_rate / 1.0e7,
+        :pct,
         "(h) wake-up floor"
       )
     ]

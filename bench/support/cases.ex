@@ -486,7 +486,10 @@ defmodule SnakepitBench.Cases do
   under every per-frame figure of (h): a Python process sleeping `n` times
   for `sleep_ms` (its own CLOCK_PROCESS_CPUTIME_ID) and a BEAM process doing
   `Process.sleep(sleep_ms)` `n` times (the BEAM's CPU from schedstat, all
-  threads). ns per wake-up, each.
+  threads). ns per wake-up, each. And what a bare grpc.aio stream costs its
+  server per message at 200 messages/s, with no telemetry code
+  (`bench/support/grpc_floor.py`): a worker sending 5 ms frames pays at
+  least that per frame.
   """
   def wake_floor(n, sleep_ms) do
     code =
@@ -495,6 +498,7 @@ defmodule SnakepitBench.Cases do
         "print((time.process_time_ns() - t) // #{n})"
 
     {out, 0} = System.cmd(Snakepit.Python.executable(), ["-c", code])
+    grpc = grpc_floor(200, 5)
     r0 = Probe.runs()
     for _ <- 1..n, do: Process.sleep(sleep_ms)
     r1 = Probe.runs()
@@ -503,10 +507,29 @@ defmodule SnakepitBench.Cases do
     %{
       python_ns: String.to_integer(String.trim(out)),
       beam_ns: beam_ns / n,
+      grpc_rate: 200,
+      grpc_sleep_ns: grpc.sleep_ns,
+      grpc_send_ns: grpc.send_ns,
       command:
-        "python -c 'time.sleep(#{sleep_ms / 1000}) x #{n}'; Process.sleep(#{sleep_ms}) x #{n}",
-      params: "#{n} sleeps of #{sleep_ms} ms each; CPU per wake-up, all threads of the process"
+        "python -c 'time.sleep(#{sleep_ms / 1000}) x #{n}'; Process.sleep(#{sleep_ms}) x #{n}; " <>
+          "python bench/support/grpc_floor.py 200 5",
+      params:
+        "#{n} sleeps of #{sleep_ms} ms each; CPU per wake-up, all threads of the process; " <>
+          "grpc.aio: 60-byte messages, a sync client in another process, 5 s " <>
+          "(its timer alone: #{grpc.sleep_ns} ns per tick)"
     }
+  end
+
+  # bench/support/grpc_floor.py: a bare grpc.aio stream's server CPU per
+  # tick at `rate`, its event loop's timer alone and with one message sent.
+  defp grpc_floor(rate, seconds) do
+    script = Path.expand("grpc_floor.py", __DIR__)
+    args = [script, to_string(rate), to_string(seconds)]
+    {out, 0} = System.cmd(Snakepit.Python.executable(), args)
+
+    Map.new(Regex.scan(~r/(\w+)=(\d+)/, out), fn [_, k, v] ->
+      {String.to_existing_atom(k), String.to_integer(v)}
+    end)
   end
 
   ## (g) what the worker token costs
