@@ -120,6 +120,12 @@ fn number<'a>(value: &'a Bound<'_, PyAny>) -> Fast<Value<'a>> {
 #[pymodule]
 fn _speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("WIRE_VERSION", WIRE_VERSION)?;
+    // What a panic here would raise (a BaseException): wire.py catches it,
+    // encodes the batch in Python and stops using this library.
+    m.add(
+        "PanicException",
+        m.py().get_type::<pyo3::panic::PanicException>(),
+    )?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     Ok(())
 }

@@ -262,3 +262,22 @@ def test_worker_that_cannot_bind_exits_1_without_ready_line() -> None:
     assert result.returncode == 1
     assert "SNAKEPIT_READY" not in result.stdout
     assert "cannot start" in result.stderr
+
+
+@pytest.mark.parametrize("pure", ["1", None])
+def test_the_worker_says_which_telemetry_encoder_it_uses(
+    pure: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from snakepit_bridge.telemetry import wire
+
+    monkeypatch.delenv("SNAKEPIT_BRIDGE_PURE_PYTHON", raising=False)
+    native = pure is None and wire._native_encoder() is not None
+    proc, _ = start_worker(SNAKEPIT_BRIDGE_PURE_PYTHON=pure)
+    try:
+        assert proc.stdin
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0
+        stderr = proc.stderr.read() if proc.stderr else ""
+        assert f"encoder: {'native' if native else 'python'}," in stderr
+    finally:
+        stop_worker(proc)

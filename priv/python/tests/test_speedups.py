@@ -142,3 +142,29 @@ def test_a_library_of_another_wire_version_is_ignored(monkeypatch: pytest.Monkey
     assert wire._native_encoder() is None
     monkeypatch.undo()
     assert wire._native_encoder() is _speedups.encode
+
+
+@pytest.mark.parametrize("failure", ["panic", "error"])
+def test_a_failing_native_encoder_loses_no_batch_and_is_left_out(
+    failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = []
+
+    def broken(events: Any, framed: bool) -> Any:
+        calls.append(len(events))
+        if failure == "panic":
+            raise _speedups.PanicException("a bug")  # what a Rust panic raises
+        raise RuntimeError("a bug")
+
+    events = [("tool.result_size", {"bytes": 1}, {"k": "v"}, time.time_ns(), "c")] * 3
+    encoder = EventEncoder()
+    encoder._native = broken
+    assert encoder.encode(events, True) == EventEncoder(native=False).encode(events, True)
+    assert encoder.encode(events, True) == EventEncoder(native=False).encode(events, True)
+    assert calls == [3]  # not tried again
+    assert "the native telemetry encoder failed" in caplog.text
+
+
+def test_panic_exception_is_a_base_exception() -> None:
+    # Why wire.py names it: `except Exception` would not catch it.
+    assert not issubclass(_speedups.PanicException, Exception)

@@ -22,7 +22,7 @@ import grpc
 from snakepit_bridge import telemetry
 from snakepit_bridge.server import auth, lifecycle, logs
 from snakepit_bridge.server.service import BridgeService, add_bridge_service
-from snakepit_bridge.telemetry import manager
+from snakepit_bridge.telemetry import manager, wire
 from snakepit_bridge.telemetry.backends.grpc import GrpcBackend
 from snakepit_bridge.telemetry.resources import GcTelemetry, ResourceSampler
 from snakepit_bridge.telemetry.stream import (
@@ -207,11 +207,12 @@ async def serve(args: argparse.Namespace, token: str | None, tls: TlsFiles | Non
     sys.stdout.write(f"{READY_PREFIX} {ready}\n")
     sys.stdout.flush()
     _log.info(
-        "worker %s listening on %s:%d (telemetry: %s, auth: %s, tls: %s)",
+        "worker %s listening on %s:%d (telemetry: %s, encoder: %s, auth: %s, tls: %s)",
         args.worker_id,
         args.host,
         port,
         choice,
+        "python" if wire.NATIVE is None else "native",
         "token" if token else "off",
         ("mutual" if tls.client_ca else "server") if tls else "off",
     )

@@ -56,6 +56,9 @@ __all__ = ["BATCH_TOTAL_TAGS", "NATIVE", "EventEncoder", "Event", "varint"]
 WIRE_VERSION = 1
 
 
+_log = logging.getLogger(__name__)
+
+
 def _native_encoder() -> Any:
     """The Rust encoder (``_speedups.encode``) when it is built, of this
     mapping's version, and not turned off with ``SNAKEPIT_BRIDGE_PURE_PYTHON=1``;
@@ -67,7 +70,7 @@ def _native_encoder() -> Any:
     except ImportError:
         return None
     if getattr(_speedups, "WIRE_VERSION", None) != WIRE_VERSION:
-        logging.getLogger(__name__).warning(
+        _log.warning(
             "snakepit_bridge.telemetry._speedups is of another wire version (a stale build?): "
             "ignored, the pure-Python encoder is used"
         )
@@ -75,11 +78,22 @@ def _native_encoder() -> Any:
     return _speedups.encode
 
 
+def _native_failures() -> tuple[type[BaseException], ...]:
+    """What a call of the native encoder can raise: any ``Exception``, and
+    pyo3's ``PanicException`` (a ``BaseException``), should it ever panic."""
+    try:
+        from . import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        return (Exception,)
+    return (Exception, getattr(_speedups, "PanicException", Exception))
+
+
 #: ``encode(events, framed)`` of the native encoder, or ``None`` (see
 #: :func:`_native_encoder`). It answers ``None`` for a batch it does not
 #: take (anything but exact ``str``/``int``/``float`` values); the Python
 #: encoder then encodes it.
 NATIVE = _native_encoder()
+_NATIVE_FAILURES = _native_failures() if NATIVE is not None else (Exception,)
 
 #: One event as queued by the stream.
 Event = tuple[str, dict, dict, int, "str | None"]
@@ -268,7 +282,14 @@ class EventEncoder:
         this class encodes the rest."""
         native = self._native
         if native is not None and type(events) is list:
-            out = native(events, framed)
+            try:
+                out = native(events, framed)
+            except _NATIVE_FAILURES:
+                # A bug of the library, not of the events: this encoder
+                # stops using it, and the batch is encoded in Python.
+                self._native = None
+                _log.exception("the native telemetry encoder failed; using the Python one")
+                out = None
             if out is not None:
                 return out
         return self._encode(events, framed)
