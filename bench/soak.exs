@@ -19,11 +19,11 @@
 # repeats the random choices; timings still differ. Workers are killed at the
 # end, also after a failure (and exit by themselves if the BEAM dies).
 
-for file <- ~w(soak_workers soak_load soak_hostile),
-    do: Code.require_file("support/#{file}.ex", __DIR__)
-
 # The hostile peers' launcher is the tests' (it calls ExUnit only from start!/2).
 Code.require_file("../test/support/hostile_worker.ex", __DIR__)
+
+for file <- ~w(external soak_workers soak_load soak_hostile),
+    do: Code.require_file("support/#{file}.ex", __DIR__)
 
 alias Snakepit.GRPC.Client
 alias Snakepit.Telemetry.GrpcStream

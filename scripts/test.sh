@@ -68,6 +68,12 @@ if [ "${1:-}" != "--lint-only" ]; then
   run mix-test mix test
   count_mix mix-test
 
+  # A short soak (bench/soak.exs, like `make soak`): real workers under load
+  # with kills, restarts, control changes and hostile peers; fails if an
+  # event is unaccounted or atoms grew. In dev: the soak loads the tests'
+  # hostile-peer launcher itself.
+  run soak env MIX_ENV=dev mix run bench/soak.exs --duration-s 20 --hostile
+
   run telemetry-fallback-test bash -c 'cd fallback/telemetry && mix test'
   count_mix telemetry-fallback-test
 
