@@ -460,6 +460,20 @@ f_figs =
         "(f) emit_bench.py"
       ),
       Report.figure(
+        "f11",
+        "Python encoder ns per event, 512-event batch, native (_speedups)",
+        er["encode_native"],
+        :ns,
+        "(f) emit_bench.py"
+      ),
+      Report.figure(
+        "f12",
+        "the same, pure Python (wire.py)",
+        er["encode_wire"],
+        :ns,
+        "(f) emit_bench.py"
+      ),
+      Report.figure(
         "f7",
         "worker token check per call (intercept_service, authorized)",
         er["auth_intercept_ns"],

@@ -21,7 +21,9 @@ overhead included; the empty-loop row shows that overhead):
 * ``grpc_backend_full``   -- the same with the stream's buffer full (dropped, counted)
 * ``grpc_backend_off``    -- the same while the stream is toggled off (counted)
 * ``encode_wire``         -- per event, building a 512-event ``TelemetryEventBatch``
-                             with the stream's hand-written encoder (``telemetry/wire.py``)
+                             with the stream's hand-written Python encoder (``telemetry/wire.py``)
+* ``encode_native``       -- the same with the native encoder (``_speedups``; only when
+                             it is built and not turned off)
 * ``encode_protobuf``     -- the same with the protobuf runtime (messages built with
                              keyword arguments, then ``SerializeToString``), for comparison
 
@@ -87,6 +89,7 @@ import grpc_server  # noqa: E402
 from snakepit_bridge import telemetry  # noqa: E402
 from snakepit_bridge.proto import snakepit_bridge_pb2 as pb  # noqa: E402
 from snakepit_bridge.proto import snakepit_bridge_pb2_grpc as pb_grpc  # noqa: E402
+from snakepit_bridge.telemetry import wire  # noqa: E402
 from snakepit_bridge.telemetry.backends import stderr as stderr_backend  # noqa: E402
 from snakepit_bridge.telemetry.backends.base import TelemetryBackend  # noqa: E402
 from snakepit_bridge.telemetry.backends.grpc import GrpcBackend  # noqa: E402
@@ -196,8 +199,11 @@ def run(batches: int, per_batch: int) -> dict[str, float]:
         results["grpc_backend_off"] = _time(plain, batches, per_batch)
 
         events = [_queued_event(i) for i in range(512)]
-        encoder = EventEncoder()
+        encoder = EventEncoder(native=False)
         results["encode_wire"] = _time_per_item(lambda: encoder.batch(events), 512, batches)
+        if wire.NATIVE is not None:
+            native = EventEncoder()
+            results["encode_native"] = _time_per_item(lambda: native.batch(events), 512, batches)
         results["encode_protobuf"] = _time_per_item(
             lambda: _protobuf_batch(events), 512, max(batches // 10, 3)
         )
