@@ -21,6 +21,9 @@ defmodule Mix.Tasks.Compile.SnakepitNif do
   force_build: true`). Runs only when a Rust source, a Cargo manifest or
   lock file, or the event catalog (`priv/catalog/*.json`, compiled into the
   crate) is newer than the library, so a warm `mix compile` costs nothing.
+  A source build also runs `scripts/build_speedups.sh`, which builds the
+  Python worker's optional native telemetry encoder; if that fails, only a
+  message says so (workers then encode in pure Python).
 
   Listed in the project's `compilers:` ahead of the Elixir compiler; no Hex
   package is involved. `mix snakepit.nif.package` makes the artifact of

@@ -59,41 +59,37 @@ WIRE_VERSION = 1
 _log = logging.getLogger(__name__)
 
 
-def _native_encoder() -> Any:
-    """The Rust encoder (``_speedups.encode``) when it is built, of this
-    mapping's version, and not turned off with ``SNAKEPIT_BRIDGE_PURE_PYTHON=1``;
-    else ``None``."""
+def _load_native() -> tuple[Any, tuple[type[BaseException], ...]]:
+    """``(encode, what a call of it can raise)`` of the Rust encoder
+    (``_speedups``) when it is built, of this mapping's version, and not
+    turned off with ``SNAKEPIT_BRIDGE_PURE_PYTHON=1``; else ``(None, ...)``.
+    A call can raise any ``Exception`` and, should it ever panic, pyo3's
+    ``PanicException`` (a ``BaseException``)."""
     if os.environ.get("SNAKEPIT_BRIDGE_PURE_PYTHON", "") not in ("", "0"):
-        return None
+        return None, (Exception,)
     try:
         from . import _speedups  # type: ignore[attr-defined]
     except ImportError:
-        return None
+        return None, (Exception,)
     if getattr(_speedups, "WIRE_VERSION", None) != WIRE_VERSION:
         _log.warning(
             "snakepit_bridge.telemetry._speedups is of another wire version (a stale build?): "
             "ignored, the pure-Python encoder is used"
         )
-        return None
-    return _speedups.encode
+        return None, (Exception,)
+    return _speedups.encode, (Exception, getattr(_speedups, "PanicException", Exception))
 
 
-def _native_failures() -> tuple[type[BaseException], ...]:
-    """What a call of the native encoder can raise: any ``Exception``, and
-    pyo3's ``PanicException`` (a ``BaseException``), should it ever panic."""
-    try:
-        from . import _speedups  # type: ignore[attr-defined]
-    except ImportError:
-        return (Exception,)
-    return (Exception, getattr(_speedups, "PanicException", Exception))
+def _native_encoder() -> Any:
+    """The native ``encode``, or ``None`` (see :func:`_load_native`)."""
+    return _load_native()[0]
 
 
 #: ``encode(events, framed)`` of the native encoder, or ``None`` (see
-#: :func:`_native_encoder`). It answers ``None`` for a batch it does not
+#: :func:`_load_native`). It answers ``None`` for a batch it does not
 #: take (anything but exact ``str``/``int``/``float`` values); the Python
 #: encoder then encodes it.
-NATIVE = _native_encoder()
-_NATIVE_FAILURES = _native_failures() if NATIVE is not None else (Exception,)
+NATIVE, _NATIVE_FAILURES = _load_native()
 
 #: One event as queued by the stream.
 Event = tuple[str, dict, dict, int, "str | None"]
