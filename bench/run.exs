@@ -620,7 +620,6 @@ h_figs =
   for p <- List.wrap(paced || []), is_map(p), rate <- [100, 1_000, 10_000], reduce: floor_figs do
     acc ->
       on = paced_row.(p, rate, :on)
-      off = paced_row.(p, rate, :off)
       added = p.python_added[rate] && p.python_added[rate] * 100
       beam = if on, do: beam_cores.(on) * 100
       target = paced_targets[rate] && {:le, paced_targets[rate]}

@@ -12,7 +12,10 @@ profile=${1:-release}
 export PYO3_PYTHON=${PYO3_PYTHON:-$(command -v python3)}
 cargo build --locked --quiet --profile "$profile" -p snakepit_bridge_speedups
 
-dir=${CARGO_TARGET_DIR:-target}/$([ "$profile" = dev ] && echo debug || echo "$profile")
+# Where cargo writes it, as the Mix compiler looks: CARGO_TARGET_DIR (else
+# target/), under <triple>/ with CARGO_BUILD_TARGET.
+dir=${CARGO_TARGET_DIR:-target}${CARGO_BUILD_TARGET:+/$CARGO_BUILD_TARGET}
+dir=$dir/$([ "$profile" = dev ] && echo debug || echo "$profile")
 lib=
 for candidate in "$dir"/lib_speedups.so "$dir"/lib_speedups.dylib; do
   [ -f "$candidate" ] && lib=$candidate && break

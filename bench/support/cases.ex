@@ -341,6 +341,10 @@ defmodule SnakepitBench.Cases do
 
   ## (h) steady rates: what telemetry costs a real worker at 100-10k events/s
 
+  # After a toggle: the control frame reaches the worker, and the frame it
+  # was lingering on is delivered, before a block is measured.
+  @settle_ms 300
+
   @doc """
   One real Python worker emitting at each steady rate (`emit_events`
   paced): CPU of the Python process with telemetry on and, as the baseline,
@@ -388,10 +392,6 @@ defmodule SnakepitBench.Cases do
       External.stop(py)
     end
   end
-
-  # After a toggle: the control frame reaches the worker, and the frame it
-  # was lingering on is delivered, before a block is measured.
-  @settle_ms 300
 
   defp paced_rate(channel, id, os_pid, hist, rate, warmup_ms, pairs, block_ms) do
     :ok = GrpcStream.toggle(id, true)
@@ -456,15 +456,14 @@ defmodule SnakepitBench.Cases do
   end
 
   defp paced_block(id, os_pid, block_ms) do
-    {t0, r0, f0, d0} =
-      {System.monotonic_time(:nanosecond), Probe.runs(%{python: os_pid}), stat(id, :frames),
-       stat(id, :events_delivered)}
+    snapshot = fn ->
+      {:ok, st} = GrpcStream.stats(id)
+      {System.monotonic_time(:nanosecond), Probe.runs(%{python: os_pid}), st}
+    end
 
+    {t0, r0, st0} = snapshot.()
     Process.sleep(block_ms)
-
-    {t1, r1, f1, d1} =
-      {System.monotonic_time(:nanosecond), Probe.runs(%{python: os_pid}), stat(id, :frames),
-       stat(id, :events_delivered)}
+    {t1, r1, st1} = snapshot.()
 
     seconds = (t1 - t0) / 1.0e9
     w = Probe.runs_window(r0, r1, seconds)
@@ -473,8 +472,8 @@ defmodule SnakepitBench.Cases do
 
     %{
       seconds: seconds,
-      delivered: d1 - d0,
-      frames_per_s: (f1 - f0) / seconds,
+      delivered: st1.events_delivered - st0.events_delivered,
+      frames_per_s: (st1.frames - st0.frames) / seconds,
       cpu: Map.new([:python | beam_groups], &{&1, group.(&1, :cores)}),
       python_runs_per_s: group.(:python, :runs_per_s),
       beam_runs_per_s: Enum.sum(for k <- beam_groups, do: group.(k, :runs_per_s))

@@ -68,35 +68,32 @@ fn encode_event(event: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> Fast<()> {
         return Err(NotFast);
     }
     let item = |i| event.get_item(i).map_err(|_| NotFast);
-    wire::name(out, &text(&item(0)?)?);
+    wire::name(out, text(&item(0)?)?);
     for (key, value) in exact_dict(&item(1)?)?.iter() {
-        let key = text(&key)?;
-        wire::measurement(out, &key, number(&value)?);
+        wire::measurement(out, text(&key)?, number(&value)?);
     }
     for (key, value) in exact_dict(&item(2)?)?.iter() {
-        wire::metadata(out, &text(&key)?, &text(&value)?);
+        wire::metadata(out, text(&key)?, text(&value)?);
     }
     let timestamp_ns = int(&item(3)?)?;
     let correlation_id = item(4)?;
     if correlation_id.is_none() {
         wire::finish(out, timestamp_ns, "");
     } else {
-        wire::finish(out, timestamp_ns, &text(&correlation_id)?);
+        wire::finish(out, timestamp_ns, text(&correlation_id)?);
     }
     Ok(())
 }
 
-fn exact_dict<'py>(value: &Bound<'py, PyAny>) -> Fast<Bound<'py, PyDict>> {
-    value.cast_exact::<PyDict>().cloned().map_err(|_| NotFast)
+fn exact_dict<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Fast<&'a Bound<'py, PyDict>> {
+    value.cast_exact::<PyDict>().map_err(|_| NotFast)
 }
 
 /// The UTF-8 of an exact `str` (one with a lone surrogate is not fast: the
 /// Python encoder replaces those).
-fn text<'a>(value: &'a Bound<'_, PyAny>) -> Fast<std::borrow::Cow<'a, str>> {
+fn text<'a>(value: &'a Bound<'_, PyAny>) -> Fast<&'a str> {
     let s = value.cast_exact::<PyString>().map_err(|_| NotFast)?;
-    s.to_str()
-        .map(std::borrow::Cow::Borrowed)
-        .map_err(|_| NotFast)
+    s.to_str().map_err(|_| NotFast)
 }
 
 fn int(value: &Bound<'_, PyAny>) -> Fast<i64> {
@@ -109,10 +106,7 @@ fn number<'a>(value: &'a Bound<'_, PyAny>) -> Fast<Value<'a>> {
         return Ok(Value::Float(f.value()));
     }
     if value.is_exact_instance_of::<PyString>() {
-        return match text(value)? {
-            std::borrow::Cow::Borrowed(s) => Ok(Value::Text(s)),
-            std::borrow::Cow::Owned(_) => Err(NotFast),
-        };
+        return text(value).map(Value::Text);
     }
     int(value).map(Value::Int)
 }
