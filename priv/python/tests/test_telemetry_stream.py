@@ -679,6 +679,24 @@ def test_a_full_batch_goes_at_once_without_waiting_for_max_delay() -> None:
     run(main())
 
 
+def test_a_full_buffer_goes_at_once_when_it_is_smaller_than_a_batch() -> None:
+    async def main() -> None:
+        # max_buffer 5 < max_batch 100: the buffer can never hold a full
+        # batch, so "full" is the buffer; waiting for max_delay (9 s) with a
+        # full buffer would drop every event emitted meanwhile.
+        async with serving(TelemetryStream(max_buffer=5, max_delay=9.0), max_batch=100) as h:
+            call = h.stub.StreamTelemetryBatched(Controls())
+            await call.initial_metadata()
+            await wait_until(lambda: h.stream._wake_len == 1)
+            for i in range(5):
+                telemetry.emit("a.b", {"n": i}, MD)
+            (batch,) = await read_batches(call, 5, timeout=5.0)
+            assert len(batch.events) == 5
+            call.cancel()
+
+    run(main())
+
+
 def counting_wakes(stream: TelemetryStream) -> tuple[TelemetryStream, list[int]]:
     """``stream`` with every wake of its consumer recorded in the list."""
     wakes: list[int] = []

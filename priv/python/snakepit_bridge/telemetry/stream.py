@@ -493,7 +493,10 @@ class TelemetryStream:
         last_totals = None
         linger_ns = int(self.max_delay * 1e9)
         linger_ns -= min(_TIMER_SLACK_NS, linger_ns // 2)
-        full = max_batch if batched else _STOCK_CHUNK
+        # A frame goes at once when it is full, or when the buffer is: a
+        # buffer smaller than a batch never holds one, and a full buffer
+        # drops what comes while the stream lingers.
+        full = min(max_batch if batched else _STOCK_CHUNK, self.max_buffer)
         # After a frame of several events the stream is busy: it waits one
         # max_delay (a timer) and takes what came, instead of parking for the
         # next event (a wake from the emitting thread, then a linger timer).
